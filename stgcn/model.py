@@ -1,0 +1,156 @@
+"""The ST-GCN network, layer for layer the original, plus an optional next-frame predictor head.
+
+State-dict keys match the original release (``data_bn``, ``st_gcn_networks.i.gcn.conv``,
+``.tcn.0/2/3``, ``.residual.0/1``, ``edge_importance.i``, ``fcn``, buffer ``A``), so the
+published checkpoints load with strict key matching. The predictor head lives under
+``predictor.*`` and exists only when asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .graph import Graph
+
+BLOCKS = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))
+
+
+class ConvTemporalGraphical(nn.Module):
+    """Graph convolution: a 1x1 conv to K partitions, then aggregation over the adjacency."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv2d(in_channels, out_channels * kernel_size, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        n, kc, t, v = x.shape
+        x = x.view(n, self.kernel_size, kc // self.kernel_size, t, v)
+        return torch.einsum("nkctv,kvw->nctw", x, A)
+
+
+class STGCNBlock(nn.Module):
+    """Spatial graph conv, temporal conv (9x1), residual; as ``st_gcn`` in the original."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: int = 1,
+                 dropout: float = 0.0, residual: bool = True) -> None:
+        super().__init__()
+        t_kernel, k = kernel_size
+        self.gcn = ConvTemporalGraphical(in_channels, out_channels, k)
+        self.tcn = nn.Sequential(
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, (t_kernel, 1), (stride, 1), ((t_kernel - 1) // 2, 0)),
+            nn.BatchNorm2d(out_channels),
+            nn.Dropout(dropout, inplace=True),
+        )
+        if not residual:
+            self.residual = None
+        elif in_channels == out_channels and stride == 1:
+            self.residual = nn.Identity()
+        else:
+            self.residual = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1)),
+                nn.BatchNorm2d(out_channels),
+            )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        res = 0 if self.residual is None else self.residual(x)
+        x = self.tcn(self.gcn(x, A)) + res
+        return self.relu(x)
+
+
+class NextFramePredictor(nn.Module):
+    """Predicts frame t+1 as a residual over frame t, per joint and person.
+
+    Reads the backbone's features at the last time step (a receptive field over the recent
+    past of the whole body) plus the last two frames in window-local coordinates (position
+    and velocity), through a small per-joint MLP. Confidence channels are carried over.
+    """
+
+    def __init__(self, feat_channels: int, in_channels: int, coords: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.coords = coords
+        self.net = nn.Sequential(
+            nn.Conv1d(feat_channels + 2 * in_channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, coords, 1),
+        )
+        nn.init.zeros_(self.net[-1].weight)  # start at the zero-velocity baseline
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, feat: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
+        """``feat`` (N*M, F, V) and ``recent`` (N, C, 2, V, M) -> next frame (N, C, V, M)."""
+        n, c, _, v, m = recent.shape
+        last = recent[:, :, -1]
+        vel = last - recent[:, :, -2]
+        r = torch.cat([last, vel], dim=1).permute(0, 3, 1, 2).reshape(n * m, 2 * c, v)
+        delta = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, coords, V)
+        delta = delta.view(n, m, self.coords, v).permute(0, 2, 3, 1).to(last.dtype)
+        present = (last[:, -1:] > 0) if c > self.coords else (last != 0).any(dim=1, keepdim=True)
+        out = last.clone()
+        out[:, : self.coords] = torch.where(present, last[:, : self.coords] + delta, last[:, : self.coords])
+        return out
+
+
+class STGCN(nn.Module):
+    """Spatial temporal graph convolutional network (Yan et al., AAAI 2018).
+
+    Input ``(N, C, T, V, M)``; ``forward(x)`` returns logits ``(N, num_class)``;
+    ``forward(x, recent)`` with the last two frames in local coordinates ``(N, C, 2, V, M)``
+    also returns the predicted next frame ``(N, C, V, M)``.
+    """
+
+    def __init__(self, in_channels: int = 3, num_class: int = 400, graph_args: dict | None = None,
+                 edge_importance_weighting: bool = True, dropout: float = 0.0,
+                 predictor: bool = False, coords: int | None = None, predictor_hidden: int = 128) -> None:
+        super().__init__()
+        graph_args = dict(graph_args or {"layout": "openpose", "strategy": "spatial"})
+        self.graph = Graph(**graph_args)
+        self.register_buffer("A", torch.tensor(self.graph.A, dtype=torch.float32))
+        k, v = self.A.shape[0], self.A.shape[1]
+        kernel_size = (9, k)
+        self.data_bn = nn.BatchNorm1d(in_channels * v)
+        layers, c_in = [], in_channels
+        for i, (c_out, stride) in enumerate(BLOCKS):
+            layers.append(STGCNBlock(c_in, c_out, kernel_size, stride,
+                                     dropout=0.0 if i == 0 else dropout, residual=i != 0))
+            c_in = c_out
+        self.st_gcn_networks = nn.ModuleList(layers)
+        if edge_importance_weighting:
+            self.edge_importance = nn.ParameterList([nn.Parameter(torch.ones(self.A.shape)) for _ in layers])
+        else:
+            self.edge_importance = [1.0] * len(layers)
+        self.fcn = nn.Conv2d(c_in, num_class, kernel_size=1)
+        self.predictor = None
+        if predictor:
+            coords = coords if coords is not None else in_channels
+            self.predictor = NextFramePredictor(c_in, in_channels, coords, predictor_hidden)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone feature map ``(N*M, 256, T', V)``."""
+        n, c, t, v, m = x.shape
+        x = x.permute(0, 4, 3, 1, 2).contiguous().view(n * m, v * c, t)
+        x = self.data_bn(x)
+        x = x.view(n, m, v, c, t).permute(0, 1, 3, 4, 2).contiguous().view(n * m, c, t, v)
+        for block, importance in zip(self.st_gcn_networks, self.edge_importance):
+            x = block(x, self.A * importance)
+        return x
+
+    def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        n, m = x.shape[0], x.shape[-1]
+        feat = self.features(x)
+        pooled = F.avg_pool2d(feat, feat.shape[2:]).view(n, m, -1, 1, 1).mean(dim=1)
+        logits = self.fcn(pooled).view(n, -1)
+        if recent is None:
+            return logits
+        if self.predictor is None:
+            raise RuntimeError("this model has no next-frame predictor head")
+        return logits, self.predictor(feat[:, :, -1], recent)

@@ -1,0 +1,211 @@
+"""Skeleton normalisation shared by training, evaluation and serving.
+
+Every transform maps raw skeletons ``(..., C, T, V, M)`` to what the model reads and back.
+Raw 2D skeletons are image coordinates divided by the image width and height with a
+confidence channel (MediaPipe output and the Kinetics-skeleton JSON); raw 3D skeletons are
+camera-space coordinates. Absent joints (confidence 0, or all-zero 3D points) and absent
+people stay exactly zero, so the model sees the same padding in training and in a live stream.
+
+- ``person_centric``: each frame is centred on a torso joint, and each person's window is
+  divided by their median torso length, so the model is invariant to where the person stands
+  and how far they are from the camera.
+- ``kinetics``: the original Kinetics-skeleton preprocessing (x, y minus 0.5).
+- ``none``: identity (data already normalised on disk).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .graph import Layout, get_layout
+
+# Per layout: center joint, then (a, b-pair) for the torso length: |joint a - mean(pair)|,
+# and a fallback pair whose distance (times a ratio) stands in when the torso is not visible.
+_TORSO = {
+    "openpose": dict(center=1, top=1, bottom=(8, 11), fallback=(2, 5), ratio=1.6),
+    "kinect-v1": dict(center=3, top=1, bottom=(3, 3), fallback=(4, 8), ratio=1.3),
+    "ntu-rgb+d": dict(center=0, top=20, bottom=(0, 0), fallback=(4, 8), ratio=1.3),
+}
+
+
+def present_mask(x: np.ndarray, has_confidence: bool) -> np.ndarray:
+    """Boolean ``(..., T, V, M)`` mask of joints that are present."""
+    if has_confidence:
+        return x[..., -1, :, :, :] > 0
+    return np.any(x != 0, axis=-4)
+
+
+@dataclass
+class Params:
+    """What a transform did to one window, so a predicted frame can be mapped back."""
+
+    center: np.ndarray  # (..., D, T, M) per-frame center in raw units
+    scale: np.ndarray  # (..., M) per-person scale in raw units
+
+
+class Transform:
+    """Base: identity. Subclasses override :meth:`params`."""
+
+    name = "none"
+
+    def __init__(self, layout: str | dict | Layout = "openpose", has_confidence: bool | None = None,
+                 drop_joints: tuple[int, ...] = ()) -> None:
+        self.layout = get_layout(layout)
+        self.has_confidence = self.layout.dims == 2 if has_confidence is None else has_confidence
+        self.drop_joints = tuple(int(j) for j in drop_joints)
+
+    @property
+    def coords(self) -> int:
+        return self.layout.dims
+
+    def params(self, x: np.ndarray) -> Params:
+        shape = x.shape
+        lead = shape[:-4]
+        center = np.zeros(lead + (self.coords, shape[-3], shape[-1]), np.float32)
+        return Params(center, np.ones(lead + (shape[-1],), np.float32))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.apply(x)[0]
+
+    def apply(self, x: np.ndarray) -> tuple[np.ndarray, Params]:
+        """Normalise ``x`` (..., C, T, V, M); returns a new float32 array and the parameters."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.drop_joints:  # joints the model never saw (e.g. face joints absent from its training data)
+            x = x.copy()
+            x[..., self.drop_joints, :] = 0.0
+        p = self.params(x)
+        out = x.copy()
+        mask = present_mask(x, self.has_confidence)[..., None, :, :, :]
+        d = self.coords
+        coords = (x[..., :d, :, :, :] - p.center[..., :, :, None, :]) / p.scale[..., None, None, None, :]
+        out[..., :d, :, :, :] = np.where(mask, coords, 0.0)
+        return out, p
+
+    def prepare(self, raw: np.ndarray, next_frame: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, Params, np.ndarray | None]:
+        """Everything the model reads for a raw window ``(..., C, T, V, M)`` ending at frame t.
+
+        Returns the normalised window, the last two frames in *window-local* coordinates
+        (one translation, the center of frame t, and the window's scale, so motion of the
+        whole body is kept), the parameters, and ``next_frame`` (frame t+1, ``(..., C, V, M)``)
+        in the same local coordinates when given: the next-frame predictor's input and target.
+        """
+        x, p = self.apply(raw)
+        ref = p.center[..., :, -1, :]
+        raw = np.asarray(raw, dtype=np.float32)
+        recent = np.stack([self.to_local(raw[..., :, t, :, :], ref, p.scale) for t in (-2, -1)], axis=-3)
+        target = None if next_frame is None else self.to_local(next_frame, ref, p.scale)
+        return x, recent, p, target
+
+    def _frame_mask(self, frame: np.ndarray) -> np.ndarray:
+        if self.has_confidence:
+            return frame[..., -1:, :, :] > 0
+        return np.any(frame != 0, axis=-3, keepdims=True)
+
+    def to_local(self, frame: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Raw frame ``(..., C, V, M)`` to local units: minus a ``(..., D, M)`` center, over the scale."""
+        frame = np.asarray(frame, dtype=np.float32)
+        out = frame.copy()
+        d = self.coords
+        local = (frame[..., :d, :, :] - center[..., :, None, :]) / scale[..., None, None, :]
+        out[..., :d, :, :] = np.where(self._frame_mask(frame), local, 0.0)
+        return out
+
+    def inverse_frame(self, frame: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Local frame ``(..., C, V, M)`` back to raw units (the inverse of :meth:`to_local`)."""
+        frame = np.asarray(frame, dtype=np.float32)
+        out = frame.copy()
+        d = self.coords
+        raw = frame[..., :d, :, :] * scale[..., None, None, :] + center[..., :, None, :]
+        out[..., :d, :, :] = np.where(self._frame_mask(frame), raw, 0.0)
+        return out
+
+    def config(self) -> dict:
+        cfg: dict = {"name": self.name}
+        if self.drop_joints:
+            cfg["drop_joints"] = list(self.drop_joints)
+        return cfg
+
+
+class KineticsTransform(Transform):
+    """The original Kinetics-skeleton preprocessing: x, y minus 0.5, absent joints zero."""
+
+    name = "kinetics"
+
+    def params(self, x: np.ndarray) -> Params:
+        p = super().params(x)
+        p.center[...] = 0.5
+        return p
+
+
+class PersonCentric(Transform):
+    """Centre every frame on a torso joint and divide by the person's median torso length."""
+
+    name = "person_centric"
+
+    def __init__(self, layout: str | dict | Layout = "openpose", has_confidence: bool | None = None,
+                 drop_joints: tuple[int, ...] = (), center: int | None = None, min_scale: float = 1e-3) -> None:
+        super().__init__(layout, has_confidence, drop_joints)
+        spec = dict(_TORSO.get(self.layout.name, dict(center=self.layout.center, top=self.layout.center,
+                                                      bottom=None, fallback=None, ratio=1.0)))
+        if center is not None:
+            spec["center"] = center
+        self.spec = spec
+        self.min_scale = min_scale
+
+    def params(self, x: np.ndarray) -> Params:
+        d, s = self.coords, self.spec
+        pts = np.moveaxis(x[..., :d, :, :, :], -4, -1)  # (..., T, V, M, D)
+        present = present_mask(x, self.has_confidence)  # (..., T, V, M)
+
+        # Per-frame center: the center joint, else the mean of the present joints.
+        c_ok = present[..., s["center"], :]
+        n = present.sum(axis=-2)
+        mean = (pts * present[..., None]).sum(axis=-3) / np.maximum(n, 1)[..., None]
+        center = np.where(c_ok[..., None], pts[..., s["center"], :, :], mean)  # (..., T, M, D)
+
+        scale = self._scale(pts, present)
+        return Params(np.moveaxis(center, -1, -3).astype(np.float32), scale.astype(np.float32))
+
+    def _scale(self, pts: np.ndarray, present: np.ndarray) -> np.ndarray:
+        s = self.spec
+        lengths = []
+        if s["bottom"] is not None:
+            a, (b0, b1) = s["top"], s["bottom"]
+            ok = present[..., a, :] & present[..., b0, :] & present[..., b1, :]
+            length = np.linalg.norm(pts[..., a, :, :] - 0.5 * (pts[..., b0, :, :] + pts[..., b1, :, :]), axis=-1)
+            lengths.append(np.where(ok, length, np.nan))
+        if s["fallback"] is not None:
+            f0, f1 = s["fallback"]
+            ok = present[..., f0, :] & present[..., f1, :]
+            length = s["ratio"] * np.linalg.norm(pts[..., f0, :, :] - pts[..., f1, :, :], axis=-1)
+            lengths.append(np.where(ok, length, np.nan))
+        if not lengths:
+            return np.ones(pts.shape[:-4] + (pts.shape[-2],))
+        # Median over frames of the torso length; fall back to the shoulder-based estimate.
+        with warnings.catch_warnings():  # all-NaN columns (person never visible) are expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est = [np.nanmedian(length, axis=-2) for length in lengths]
+        scale = est[0]
+        for alt in est[1:]:
+            scale = np.where(np.isfinite(scale) & (scale > self.min_scale), scale, alt)
+        return np.where(np.isfinite(scale) & (scale > self.min_scale), scale, 1.0)
+
+
+TRANSFORMS = {"none": Transform, "kinetics": KineticsTransform, "person_centric": PersonCentric}
+
+
+def build_transform(cfg: str | dict | None, layout: str | dict | Layout = "openpose") -> Transform:
+    """Build a transform from a name or ``{"name": ..., **kwargs}`` (``None`` means identity)."""
+    if cfg is None:
+        cfg = "none"
+    if isinstance(cfg, str):
+        cfg = {"name": cfg}
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown normalisation {name!r}; known: {sorted(TRANSFORMS)}")
+    return TRANSFORMS[name](layout, **cfg)
