@@ -72,10 +72,15 @@ class NextFramePredictor(nn.Module):
     and velocity), through a small per-joint MLP. Confidence channels are carried over.
     """
 
-    def __init__(self, feat_channels: int, in_channels: int, coords: int, hidden: int = 128) -> None:
+    def __init__(self, feat_channels: int, in_channels: int, coords: int, hidden: int = 128,
+                 step: float = 0.02) -> None:
         super().__init__()
         self.coords = coords
+        # Frame-to-frame motion is a few hundredths of the input's scale: outputs are scaled so
+        # that the head trains at the backbone's learning rate.
+        self.step = step
         self.net = nn.Sequential(
+            nn.BatchNorm1d(feat_channels + 2 * in_channels),  # features and coordinates on one scale
             nn.Conv1d(feat_channels + 2 * in_channels, hidden, 1),
             nn.ReLU(inplace=True),
             nn.Conv1d(hidden, hidden, 1),
@@ -91,7 +96,7 @@ class NextFramePredictor(nn.Module):
         last = recent[:, :, -1]
         vel = last - recent[:, :, -2]
         r = torch.cat([last, vel], dim=1).permute(0, 3, 1, 2).reshape(n * m, 2 * c, v)
-        delta = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, coords, V)
+        delta = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1)) * self.step  # (N*M, coords, V)
         delta = delta.view(n, m, self.coords, v).permute(0, 2, 3, 1).to(last.dtype)
         present = (last[:, -1:] > 0) if c > self.coords else (last != 0).any(dim=1, keepdim=True)
         out = last.clone()
@@ -109,7 +114,8 @@ class STGCN(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_class: int = 400, graph_args: dict | None = None,
                  edge_importance_weighting: bool = True, dropout: float = 0.0,
-                 predictor: bool = False, coords: int | None = None, predictor_hidden: int = 128) -> None:
+                 predictor: bool = False, coords: int | None = None, predictor_hidden: int = 128,
+                 predictor_detach: bool = False) -> None:
         super().__init__()
         graph_args = dict(graph_args or {"layout": "openpose", "strategy": "spatial"})
         self.graph = Graph(**graph_args)
@@ -129,6 +135,7 @@ class STGCN(nn.Module):
             self.edge_importance = [1.0] * len(layers)
         self.fcn = nn.Conv2d(c_in, num_class, kernel_size=1)
         self.predictor = None
+        self.predictor_detach = predictor_detach  # train the head on the classifier's features, not into them
         if predictor:
             coords = coords if coords is not None else in_channels
             self.predictor = NextFramePredictor(c_in, in_channels, coords, predictor_hidden)
@@ -153,4 +160,5 @@ class STGCN(nn.Module):
             return logits
         if self.predictor is None:
             raise RuntimeError("this model has no next-frame predictor head")
-        return logits, self.predictor(feat[:, :, -1], recent)
+        last = feat[:, :, -1]
+        return logits, self.predictor(last.detach() if self.predictor_detach else last, recent)

@@ -55,7 +55,7 @@ def test_predictor_head_shapes_and_zero_velocity_start():
         model.predictor.net[-1].bias.fill_(0.1)
         _, moved = model(x, recent)
     assert torch.allclose(moved[:, :2, 5], recent[:, :2, -1, 5]), "absent joints are not moved"
-    assert torch.allclose(moved[:, :2, 0], recent[:, :2, -1, 0] + 0.1)
+    assert torch.allclose(moved[:, :2, 0], recent[:, :2, -1, 0] + 0.1 * model.predictor.step)
     torch.testing.assert_close(moved[:, 2], recent[:, 2, -1]), "confidence is carried over"
     with pytest.raises(RuntimeError, match="no next-frame predictor"):
         STGCN(3, 6)(x, recent)

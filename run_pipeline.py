@@ -1,0 +1,248 @@
+"""Run the whole streaming pipeline: capture/replay workers -> ZeroMQ -> inference -> results.
+
+    python run_pipeline.py                       # the bundled sample video
+    python run_pipeline.py --camera 0
+    python run_pipeline.py --video a.mp4 --video b.mp4 --output results.jsonl
+    python run_pipeline.py --replay recording.skel --replay clip.json
+
+Each source and the inference worker run as their own processes, wired over ZeroMQ on
+loopback; this process supervises them (a crashed worker is reported and restarted, a
+capture worker resuming its stream) and prints and writes the results. It exits 0 when all
+finite sources have ended, and stops every worker cleanly on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+SAMPLE_VIDEO = ROOT / "assets" / "tai_chi.mp4"
+USER_ERROR = 2  # exit code of a worker that met bad input (no camera, unreadable file): not restarted
+log = logging.getLogger("run_pipeline")
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@dataclass
+class Worker:
+    """A supervised child process."""
+
+    name: str
+    argv: list[str]
+    restartable: bool = True
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    done: bool = False
+    failed: bool = False
+    stream: str | None = None
+    started_at: float = 0.0
+    restart_times: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.started_at = time.time()
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base, n = name, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
+
+
+def build_workers(args: argparse.Namespace, frames_ep: str, results_ep: str, state_dir: Path) -> list[Worker]:
+    from pipeline.messages import sanitize_stream_id
+
+    py = [sys.executable, "-m"]
+    common = ["--config", args.config] if args.config else []
+    if args.debug:
+        common.append("--debug")
+    inference = py + ["workers.inference", "--listen", frames_ep, "--publish", results_ep] + common
+    for flag, value in (("--weights", args.weights), ("--device", args.device), ("--stride", args.stride),
+                        ("--record", args.record)):
+        if value is not None:
+            inference += [flag, str(value)]
+    workers = [Worker("inference", inference)]
+    taken: set[str] = set()
+    sources = [("camera", str(c)) for c in args.camera] + [("video", v) for v in args.video] + \
+              [("replay", r) for r in args.replay]
+    if not sources:
+        sources = [("video", str(SAMPLE_VIDEO))]
+    for kind, value in sources:
+        stream = _unique(f"camera{value}" if kind == "camera" else sanitize_stream_id(Path(value).name.split(".")[0]),
+                         taken)
+        state = str(state_dir / f"{stream}.json")
+        if kind == "replay":
+            argv = py + ["workers.replay", value, "--connect", frames_ep, "--stream", stream, "--state-file", state]
+            if args.replay_fast:
+                argv.append("--fast")
+        else:
+            argv = py + ["workers.capture", f"--{kind}", value, "--connect", frames_ep, "--stream", stream,
+                         "--state-file", state, "--results", results_ep]
+            if args.save_video:
+                target = Path(args.save_video)
+                if len(sources) > 1:
+                    target = target.with_name(f"{target.stem}_{stream}{target.suffix or '.mp4'}")
+                argv += ["--save-video", str(target)]
+            if args.show:
+                argv.append("--show")
+        workers.append(Worker(f"{kind} {value}", argv + common, stream=stream))
+    return workers
+
+
+class Supervisor:
+    """Starts, watches and stops the workers; the results sink runs in this process."""
+
+    def __init__(self, workers: list[Worker], sink, restart_limit: int = 5) -> None:
+        self.workers, self.sink, self.restart_limit = workers, sink, restart_limit
+        self.stopping = False
+
+    def sources(self) -> list[Worker]:
+        return [w for w in self.workers if w.stream is not None]
+
+    def check(self) -> None:
+        for w in self.workers:
+            if w.done or w.proc is None:
+                continue
+            code = w.proc.poll()
+            if code is None:
+                continue
+            if w.stream is not None and code == 0:
+                w.done = True
+                log.info("%s finished", w.name)
+            elif code == USER_ERROR:
+                w.done = w.failed = True
+                log.error("%s stopped with an error (see above); not restarted", w.name)
+            elif self.stopping:
+                w.done = True
+            else:
+                recent = [t for t in w.restart_times if time.time() - t < 60]
+                if len(recent) >= self.restart_limit:
+                    w.done = w.failed = True
+                    log.error("%s crashed %d times within a minute; giving up", w.name, len(recent))
+                    continue
+                log.warning("%s crashed (exit %s); restarting", w.name, code)
+                w.restart_times.append(time.time())
+                w.restarts += 1
+                w.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping = True
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + timeout
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            try:
+                w.proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", w.name, timeout)
+                w.proc.kill()
+                w.proc.wait()
+
+    def run(self, drain_idle_s: float = 30.0) -> int:
+        for w in self.workers:
+            w.start()
+        interrupted = False
+
+        def on_signal(signum, _frame):
+            nonlocal interrupted
+            interrupted = True
+            self.sink.stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        last_result = time.time()
+        while not interrupted:
+            got = self.sink.sub.recv(timeout_ms=100)
+            if got is not None:
+                self.sink.handle(got[1])
+                last_result = time.time()
+                continue
+            self.check()
+            srcs = self.sources()
+            if all(w.done for w in srcs):
+                if any(w.failed for w in srcs) and all(w.failed for w in srcs):
+                    break
+                expected = {w.stream for w in srcs if not w.failed}
+                if expected <= self.sink.ended or time.time() - last_result > drain_idle_s:
+                    break
+            inference = self.workers[0]
+            if inference.failed:
+                break
+        self.stop()
+        self.sink.close()
+        failed = [w.name for w in self.workers if w.failed]
+        summary = ", ".join(f"{s}: {n} results" for s, n in sorted(self.sink.counts.items())) or "no results"
+        print(f"pipeline finished: {summary}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+        if interrupted:
+            return 130
+        return USER_ERROR if failed else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[2:7]))
+    p.add_argument("--camera", type=int, action="append", default=[], help="camera index (repeatable)")
+    p.add_argument("--video", action="append", default=[], help="video file (repeatable)")
+    p.add_argument("--replay", action="append", default=[], help=".skel recording, Kinetics JSON or npy (repeatable)")
+    p.add_argument("--replay-fast", action="store_true", help="replay as fast as the pipeline takes frames")
+    p.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml)")
+    p.add_argument("--weights", help="checkpoint (default: the bundled model)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
+    p.add_argument("--stride", type=int, help="classify every N frames of each stream")
+    p.add_argument("--output", help="write results as JSON Lines")
+    p.add_argument("--save-video", help="annotated video path (.mp4 or .avi)")
+    p.add_argument("--show", action="store_true", help="live window (needs a display)")
+    p.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
+    p.add_argument("--quiet", action="store_true", help="no per-result console lines")
+    p.add_argument("--print-every", type=int, default=1, help="print one result line in N per stream")
+    p.add_argument("--frames-endpoint", help="fixed frames endpoint (default: a free loopback port)")
+    p.add_argument("--results-endpoint", help="fixed results endpoint, e.g. for outside subscribers")
+    p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(ROOT))
+    from workers.sinks import ResultSink
+
+    for path in args.video + args.replay:
+        if not Path(path).is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return USER_ERROR
+    frames_ep = args.frames_endpoint or free_endpoint()
+    results_ep = args.results_endpoint or free_endpoint()
+    with tempfile.TemporaryDirectory(prefix="stgcn-pipeline-") as state_dir:
+        try:
+            sink = ResultSink(results_ep, args.output, args.quiet, print_every=args.print_every)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return USER_ERROR
+        workers = build_workers(args, frames_ep, results_ep, Path(state_dir))
+        return Supervisor(workers, sink).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``python -m stgcn.convert FORMAT SRC OUT [options]``: convert a dataset to the st-gcn format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .common import ConversionError
+
+
+def _common(p: argparse.ArgumentParser, persons: bool = True) -> None:
+    p.add_argument("src", help="input folder")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--frames", type=int, default=300, help="T of the output (default 300)")
+    if persons:
+        p.add_argument("--persons", type=int, default=2, help="M of the output (default 2)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable input files with a warning")
+    p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m stgcn.convert", description=__doc__)
+    sub = ap.add_subparsers(dest="format", required=True, metavar="FORMAT")
+
+    p = sub.add_parser("kinetics", help="Kinetics-skeleton per-clip JSON",
+                       description="SRC holds train/ and val/ (or kinetics_train/, kinetics_val/) with "
+                                   "kinetics_{train,val}_label.json, or is one folder given with --label-json.")
+    _common(p)
+    p.add_argument("--label-json", help="label JSON for a single folder of clips")
+    p.add_argument("--split", default="train", help="split name for --label-json (default train)")
+    p.add_argument("--limit", type=int, help="at most this many clips per split")
+
+    p = sub.add_parser("ntu", help="NTU RGB+D raw .skeleton files",
+                       description="SRC is a folder of .skeleton files; writes OUT/xsub and OUT/xview.")
+    _common(p)
+    p.add_argument("--ignore-list", help="file of sample ids to skip (ntu_samples_with_missing_skeletons.txt)")
+    p.add_argument("--benchmark", nargs="+", choices=("xsub", "xview"), default=["xsub", "xview"])
+    p.add_argument("--limit", type=int, help="at most this many files")
+
+    p = sub.add_parser("utd-mhad", help="UTD-MHAD Kinect skeletons (.mat)",
+                       description="SRC is the UTD-MHAD folder (manifest.csv + Skeleton/*.mat); "
+                                   "cross-subject split (subjects 1,3,5,7 train; 2,4,6,8 val).")
+    _common(p)
+    p.add_argument("--layout", default="kinect-v1", choices=("kinect-v1", "openpose", "ntu-rgb+d"),
+                   help="kinect-v1: native 3D; openpose: projected to 2D image coordinates; ntu-rgb+d: 3D mapped")
+    p.add_argument("--subjects", type=int, nargs="+", help="only these subjects")
+    p.add_argument("--limit", type=int, help="at most this many files per split")
+
+    p = sub.add_parser("recordings", help="the pipeline's *.skel recordings + a label CSV",
+                       description="SRC is a folder of recordings; --labels a CSV with columns file,label.")
+    _common(p)
+    p.add_argument("--labels", required=True, help="CSV with columns file, label (class name)")
+    p.add_argument("--classes", help="class names, one a line (default: sorted unique labels)")
+    p.add_argument("--layout", default="openpose")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-gap", type=int, default=10, help="hold the last frame over gaps up to this many frames")
+    return ap
+
+
+def run(args: argparse.Namespace) -> dict:
+    common = dict(frames=args.frames, skip_bad=args.skip_bad, workers=args.workers, progress=not args.no_progress)
+    if args.format == "kinetics":
+        from .kinetics import convert_kinetics
+        return convert_kinetics(args.src, args.out, label_json=args.label_json, split=args.split,
+                                persons=args.persons, limit=args.limit, **common)
+    if args.format == "ntu":
+        from .ntu import convert_ntu
+        return convert_ntu(args.src, args.out, benchmarks=args.benchmark, ignore_list=args.ignore_list,
+                           persons=args.persons, limit=args.limit, **common)
+    if args.format == "utd-mhad":
+        from .utd_mhad import convert_utd_mhad
+        return convert_utd_mhad(args.src, args.out, layout=args.layout, persons=args.persons,
+                                subjects=args.subjects, limit=args.limit, **common)
+    if args.format == "recordings":
+        from .recordings import convert_recordings
+        return convert_recordings(args.src, args.out, args.labels, classes=args.classes, layout=args.layout,
+                                  persons=args.persons, val_fraction=args.val_fraction, seed=args.seed,
+                                  max_gap=args.max_gap, **common)
+    raise ValueError(args.format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    try:
+        result = run(args)
+    except (ConversionError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing partial was left in place", file=sys.stderr)
+        return 130
+    logging.getLogger("stgcn.convert").info("done in %.1f s: %s", time.perf_counter() - t0, json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The live pipeline's recordings (``*.skel``) plus a label CSV to the st-gcn format.
+
+Each recording is read with ``pipeline.recording.read_recording`` and its persons are put
+in stable slots with ``pipeline.tracker.SlotAssigner`` exactly as the live pipeline does,
+so a model trained on the result sees what it sees in a stream. Frames are laid out by
+sequence number: duplicates and late frames are dropped, gaps of up to ``max_gap`` frames
+hold the previous frame (as the live ring buffer does) and longer gaps stay zero.
+The label CSV has columns ``file`` (path relative to SRC, or a bare file name) and ``label``
+(a class name); the class list is the sorted unique names or ``classes``. The split is a
+seeded, per-class (stratified) random ``val_fraction``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..graph import get_layout
+from .common import BadInputError, ConversionError, Sample, counts, write_split
+
+log = logging.getLogger("stgcn.convert.recordings")
+
+
+def _pipeline():
+    try:
+        from pipeline.recording import read_recording
+        from pipeline.tracker import SlotAssigner
+    except ImportError as e:  # imported lazily: the converter's other parts do not need it
+        raise ConversionError(f"the recordings converter needs pipeline.recording and pipeline.tracker ({e})") from None
+    return read_recording, SlotAssigner
+
+
+def read_recording_sample(path: str | os.PathLike, layout: str | None = "openpose", frames: int = 300,
+                          persons: int = 2, max_gap: int = 10) -> np.ndarray:
+    """One recording as a raw st-gcn sample ``(3, frames, V, persons)`` float32."""
+    read_recording, SlotAssigner = _pipeline()
+    try:
+        _start, recs, _end = read_recording(path)
+    except (OSError, ValueError, EOFError) as e:
+        raise BadInputError(path, f"cannot read the recording ({type(e).__name__}: {e})") from None
+    if not recs:
+        raise BadInputError(path, "no frames")
+    names = {getattr(f, "layout", None) for f in recs}
+    if layout is not None:
+        want = get_layout(layout)
+        bad = {n for n in names if n is not None and get_layout(n).name != want.name} if names else set()
+        if bad:
+            raise BadInputError(path, f"layout {sorted(bad)} is not {want.name!r}")
+        v = want.num_node
+    else:
+        v = get_layout(next(iter(names))).num_node
+    assigner = SlotAssigner(num_slots=persons)
+    out = np.zeros((3, frames, v, persons), np.float32)
+    t = -1
+    last_seq = None
+    for f in recs:
+        seq = getattr(f, "seq", None)
+        step = 1
+        if seq is not None and last_seq is not None:
+            if seq <= last_seq:
+                continue
+            step = seq - last_seq
+        frame = assigner.assign(list(f.persons), joints=v)
+        if not np.all(np.isfinite(frame)):
+            raise BadInputError(path, f"frame seq {seq}: NaN or inf")
+        if step > 1 and step - 1 <= max_gap and t >= 0:
+            hold = out[:, t].copy()
+            out[:, t + 1:min(t + step, frames)] = hold[:, None]
+        t += step
+        last_seq = seq if seq is not None else last_seq
+        if t >= frames:
+            log.debug("%s: longer than %d frames, cut", path, frames)
+            break
+        out[:, t] = frame
+    return out
+
+
+class _Reader:
+    def __init__(self, layout, frames, persons, max_gap):
+        self.layout, self.frames, self.persons, self.max_gap = layout, frames, persons, max_gap
+
+    def __call__(self, path: str) -> np.ndarray:
+        return read_recording_sample(path, self.layout, self.frames, self.persons, self.max_gap)
+
+
+def load_label_csv(src: Path, csv_path: Path) -> list[tuple[str, str]]:
+    """``(path, class name)`` rows of the label CSV, paths resolved against ``src``."""
+    rows = []
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+                raise ConversionError(f"{csv_path}: needs the columns 'file' and 'label'")
+            for k, r in enumerate(reader, start=2):
+                file, label = (r.get("file") or "").strip(), (r.get("label") or "").strip()
+                if not file or not label:
+                    raise ConversionError(f"{csv_path}: line {k}: empty file or label")
+                p = Path(file)
+                if not p.is_absolute():
+                    p = src / p
+                rows.append((str(p), label))
+    except OSError as e:
+        raise ConversionError(f"{csv_path}: cannot read ({e})") from None
+    return rows
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float, seed: int = 0) -> np.ndarray:
+    """Boolean mask of the validation samples: per class, ``round(n * val_fraction)`` random ones
+    (at least one when the class has two or more samples and the fraction is positive)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = int(round(len(idx) * val_fraction))
+        if val_fraction > 0 and len(idx) >= 2:
+            k = max(k, 1)
+        k = min(k, len(idx) - 1) if len(idx) >= 2 else (k if val_fraction >= 1 else 0)
+        val[rng.permutation(idx)[:k]] = True
+    return val
+
+
+def convert_recordings(src: str | os.PathLike, out: str | os.PathLike, labels_csv: str | os.PathLike, *,
+                       classes: Sequence[str] | str | os.PathLike | None = None, layout: str = "openpose",
+                       frames: int = 300, persons: int = 2, val_fraction: float = 0.2, seed: int = 0,
+                       max_gap: int = 10, skip_bad: bool = False, workers: int = 1,
+                       progress: bool = True) -> dict[str, int]:
+    """Convert labelled recordings to ``out/{train,val}_*`` and ``out/class_names.txt``."""
+    _pipeline()
+    src = Path(src)
+    rows = load_label_csv(src, Path(labels_csv))
+    if not rows:
+        raise ConversionError(f"{labels_csv}: no rows")
+    if isinstance(classes, (str, os.PathLike)):
+        with open(classes) as f:
+            classes = [ln.strip() for ln in f if ln.strip()]
+    class_list = list(classes) if classes is not None else sorted({lab for _, lab in rows})
+    index = {c: i for i, c in enumerate(class_list)}
+    unknown = sorted({lab for _, lab in rows if lab not in index})
+    if unknown:
+        raise ConversionError(f"{labels_csv}: labels not in the class list: {unknown[:5]}")
+    missing = [p for p, _ in rows if not Path(p).is_file()]
+    if missing and not skip_bad:
+        raise ConversionError(f"{missing[0]}: listed in {labels_csv} but missing ({len(missing)} missing)")
+    rows = [r for r in rows if r[0] not in set(missing)]
+    labels = [index[lab] for _, lab in rows]
+    is_val = stratified_split(labels, val_fraction, seed)
+    v = get_layout(layout).num_node
+    results = {}
+    for split, flag in (("train", False), ("val", True)):
+        samples = [Sample(os.path.relpath(p, src) if Path(p).is_relative_to(src) else p, lab, p)
+                   for (p, _), lab, sv in zip(rows, labels, is_val) if sv == flag]
+        results[split] = write_split(out, split, samples, _Reader(layout, frames, persons, max_gap),
+                                     (3, frames, v, persons), skip_bad=skip_bad, workers=workers,
+                                     progress=progress, desc=f"recordings {split}")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    tmp = Path(out) / ".class_names.txt.tmp"
+    tmp.write_text("".join(c + "\n" for c in class_list))
+    os.replace(tmp, Path(out) / "class_names.txt")
+    return counts(results, missing=len(missing), classes=len(class_list))

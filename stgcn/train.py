@@ -1,0 +1,332 @@
+"""Train ST-GCN (classification, next-frame prediction, or both) from a YAML config.
+
+    python -m stgcn.train CONFIG [--work-dir DIR] [--device cpu|cuda] [--resume]
+    torchrun --nproc-per-node 2 -m stgcn.train CONFIG ...      # DistributedDataParallel
+
+Writes WORK_DIR/last.pt every epoch (atomically, with optimiser state for ``--resume``),
+WORK_DIR/best.pt at the best validation top-1 (or MPJPE when only predicting), WORK_DIR/final.pt
+after the last epoch,
+WORK_DIR/metrics.csv and TensorBoard events when tensorboard is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, build_model, save_checkpoint
+from .config import class_names, load_config
+from .eval import autocast, evaluate_classification, evaluate_prediction
+from .graph import get_layout
+from .predictor import present
+
+log = logging.getLogger("stgcn.train")
+
+
+def serving_config(cfg: dict, num_class: int | None = None) -> dict[str, Any]:
+    """What a checkpoint must carry to be served: model args, layout, classes, normalisation, window."""
+    data = cfg.get("data", {})
+    model = dict(cfg["model"])
+    layout = model.setdefault("graph_args", {}).setdefault("layout", data.get("layout", "openpose"))
+    model.setdefault("coords", get_layout(layout).dims)
+    if num_class is not None:
+        model["num_class"] = num_class
+    return {
+        "model": model,
+        "layout": layout,
+        "class_names": class_names(cfg.get("class_names"), model["num_class"]),
+        "normalisation": data.get("normalisation", {"name": "none"}),
+        "window": data.get("window"),
+        "task": cfg.get("train", {}).get("task", "classify"),
+    }
+
+
+def build_datasets(cfg: dict, splits: tuple[str, ...] = ("train", "val"), seed: int = 0) -> dict[str, Any]:
+    """Classification datasets per split, plus ``<split>_next`` next-frame datasets when predicting."""
+    from .data import SkeletonDataset
+
+    data = cfg["data"]
+    task = cfg.get("train", {}).get("task", "classify")
+    predictor = cfg["model"].get("predictor", False) or task in ("joint", "predict")
+    out = {}
+    for split in splits:
+        if split not in data:
+            continue
+        common = dict(window=data.get("window"), transform=data.get("normalisation"),
+                      layout=data.get("layout", cfg["model"].get("graph_args", {}).get("layout", "openpose")),
+                      seed=seed, class_names=cfg.get("class_names"), source_format=data.get("source_format", "raw"))
+        augment = data.get("augment") if split == "train" else None
+        if task != "predict":
+            out[split] = SkeletonDataset(data[split]["data"], data[split]["label"], augment=augment, **common)
+        if predictor:
+            aug_next = data.get("augment_next", augment) if split == "train" else None
+            out[f"{split}_next"] = SkeletonDataset(data[split]["data"], data[split]["label"], augment=aug_next,
+                                                   next_frame=True, **common)
+    return out
+
+
+def make_loader(ds, batch_size: int, shuffle: bool, workers: int, sampler=None, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    if sampler is None and shuffle:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                      persistent_workers=False)
+
+
+def predictor_loss(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor, coords: int) -> torch.Tensor:
+    """Mean Euclidean error over joints present in the target and the last frame (MPJPE as a loss)."""
+    mask = present(target, coords) & present(last, coords)
+    err = torch.sqrt(((pred[:, :coords] - target[:, :coords]) ** 2).sum(1) + 1e-12)
+    return (err * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    """Random states as plain types and tensors, so checkpoints load with ``weights_only``."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+
+
+class MetricsLog:
+    """metrics.csv (appended per epoch, rewritten up to the resume point) and optional TensorBoard."""
+
+    def __init__(self, work_dir: Path, start_epoch: int) -> None:
+        self.path = work_dir / "metrics.csv"
+        self.rows: list[dict] = []
+        if start_epoch > 0 and self.path.exists():
+            with self.path.open() as fh:
+                self.rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < start_epoch]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(work_dir / "tensorboard"), purge_step=start_epoch)
+        except ImportError:
+            self.tb = None
+
+    def add(self, epoch: int, metrics: dict[str, float]) -> None:
+        row = {"epoch": epoch, **{k: f"{v:.6g}" for k, v in metrics.items()}}
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, epoch)
+            self.tb.flush()
+
+
+def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = False) -> dict[str, float]:
+    """Run the training described by ``cfg``; returns the final epoch's metrics."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world = 0, 1
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if distributed:
+        dist.init_process_group("nccl" if device_name == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device(device_name, int(os.environ.get("LOCAL_RANK", 0))) if device_name == "cuda" \
+        else torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    tcfg = cfg.get("train", {})
+    seed = int(tcfg.get("seed", 0))
+    _seed_everything(seed + rank)
+    task = tcfg.get("task", "classify")
+    datasets = build_datasets(cfg, seed=seed)
+    any_ds = datasets.get("train") or datasets["train_next"]
+    num_class = int(cfg["model"].get("num_class") or any_ds.num_classes)
+    serve = serving_config(cfg, num_class)
+    coords = serve["model"]["coords"]
+    if task in ("joint", "predict"):
+        serve["model"]["predictor"] = True
+    model = build_model(serve["model"]).to(device)
+    epochs = int(tcfg.get("epochs", 80))
+    batch = int(tcfg.get("batch_size", 64))
+    workers = int(cfg["data"].get("num_workers", 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=float(tcfg.get("lr", 0.1)),
+                                momentum=float(tcfg.get("momentum", 0.9)), nesterov=bool(tcfg.get("nesterov", True)),
+                                weight_decay=float(tcfg.get("weight_decay", 1e-4)))
+    steps = [int(s) for s in tcfg.get("steps", [])]
+    gamma, warmup = float(tcfg.get("gamma", 0.1)), int(tcfg.get("warmup_epochs", 0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then x gamma at each step epoch
+        optimizer, lambda e: min(1.0, (e + 1) / (warmup + 1)) * gamma ** sum(e >= s for s in steps))
+    amp = bool(tcfg.get("amp", True))
+    next_weight = float(tcfg.get("next_frame_weight", 10.0))
+    clip = float(tcfg.get("clip_grad_norm", 0.0))
+    start_epoch, best, history = 0, None, {}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    last_path = work_dir / "last.pt"
+    if resume and last_path.exists():
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best = ckpt["meta"]["epoch"] + 1, ckpt["meta"].get("best")
+        _set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+    elif resume:
+        log.info("--resume: no %s yet, starting from scratch", last_path)
+    ema_decay = float(tcfg.get("ema", 0.0))
+    # An exponential moving average of the weights (BatchNorm statistics included) is what gets
+    # evaluated and saved when ``train.ema`` is set: steadier than the last step's weights.
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
+        if ema_decay > 0 else None
+    if ema is not None and resume and last_path.exists():
+        ema.module.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(ckpt["raw_state_dict"])
+        ema.n_averaged.fill_(ckpt["meta"].get("ema_steps", 1))
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None) if distributed else model
+    metrics_log = MetricsLog(work_dir, start_epoch) if rank == 0 else None
+    train_config = {k: v for k, v in cfg.items()}
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, epochs):
+        loaders = []
+        for key in ("train", "train_next"):
+            if key in datasets:
+                ds = datasets[key]
+                if hasattr(ds, "set_epoch"):
+                    ds.set_epoch(epoch)
+                sampler = None
+                if distributed:
+                    sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=seed, drop_last=True)
+                    sampler.set_epoch(epoch)
+                loaders.append(make_loader(ds, batch, shuffle=True, workers=workers, sampler=sampler,
+                                           seed=seed * 1000 + epoch, drop_last=len(ds) > batch))
+        net.train()
+        t0, sums, n_batches = time.time(), {"loss_cls": 0.0, "loss_next": 0.0}, 0
+        iterator = zip(*loaders) if len(loaders) > 1 else ((b,) for b in loaders[0])
+        total = min(len(dl) for dl in loaders)
+        for batches in tqdm(iterator, total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                            disable=rank != 0 or not sys.stderr.isatty()):
+            loss = torch.zeros((), device=device)
+            with autocast(device, amp):
+                if task != "predict":
+                    b = batches[0]
+                    logits = net(b["x"].to(device, non_blocking=True))
+                    lc = torch.nn.functional.cross_entropy(logits.float(), b["label"].to(device))
+                    loss = loss + lc
+                    sums["loss_cls"] += float(lc.detach())
+                if task in ("joint", "predict"):
+                    b = batches[-1]
+                    x, recent, target = (b[k].to(device, non_blocking=True) for k in ("x", "recent", "target"))
+                    _, pred = net(x, recent)
+                    ln = predictor_loss(pred.float(), target, recent[:, :, -1], coords)
+                    loss = loss + next_weight * ln
+                    sums["loss_next"] += float(ln.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            n_batches += 1
+        scheduler.step()
+        if rank == 0:
+            final = ema.module if ema is not None else model
+            metrics = {k: v / max(n_batches, 1) for k, v in sums.items()}
+            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            metrics["epoch_s"] = time.time() - t0
+            if "val" in datasets:
+                ev = evaluate_classification(final, make_loader(datasets["val"], batch, False, workers), device,
+                                             num_class, amp)
+                metrics.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"])
+            if "val_next" in datasets:
+                metrics.update({f"val_{k}": v for k, v in evaluate_prediction(
+                    final, make_loader(datasets["val_next"], batch, False, workers), device, coords, amp).items()
+                    if k != "joints"})
+            score = metrics.get("val_top1", -metrics.get("val_mpjpe", 0.0))
+            improved = best is None or score > best
+            best = score if improved else best
+            meta = {"epoch": epoch, "best": best, "metrics": metrics,
+                    "ema_steps": int(ema.n_averaged) if ema is not None else 0}
+            serve_cfg = {**serve, "train_config": train_config}
+            extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": [_rng_state()]}
+            if ema is not None:
+                extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_checkpoint(last_path, final, serve_cfg, meta, extra=extra)
+            if improved:
+                save_checkpoint(work_dir / "best.pt", final, serve_cfg, meta)
+            if epoch == epochs - 1:
+                save_checkpoint(work_dir / "final.pt", final, serve_cfg, meta)
+            metrics_log.add(epoch, metrics)
+            log.info("epoch %d/%d %s", epoch + 1, epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if distributed:
+            dist.barrier()
+    history.update(metrics)
+    if distributed:
+        dist.destroy_process_group()
+    return history
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stgcn.train", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="YAML config (see configs/train/)")
+    parser.add_argument("--work-dir", help="where checkpoints and logs go (default work_dirs/<config name>)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/last.pt")
+    parser.add_argument("--data-dir", help="folder with {train,val}_data.npy and {train,val}_label.pkl")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--seed", type=int, help="override train.seed")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        if args.data_dir:
+            d = Path(args.data_dir)
+            for split in ("train", "val"):
+                cfg.setdefault("data", {})[split] = {"data": str(d / f"{split}_data.npy"),
+                                                     "label": str(d / f"{split}_label.pkl")}
+        if args.epochs is not None:
+            cfg.setdefault("train", {})["epochs"] = args.epochs
+        if args.seed is not None:
+            cfg.setdefault("train", {})["seed"] = args.seed
+        work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
+        metrics = train(cfg, work_dir, args.device, args.resume)
+    except (ValueError, FileNotFoundError, CheckpointError, KeyError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if metrics:
+        print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Recordings of the live pipeline (*.skel) plus a label CSV to the st-gcn format."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+recording = pytest.importorskip("pipeline.recording")
+from pipeline.messages import Person, StreamStart, encode, frame_from_arrays  # noqa: E402
+from pipeline.tracker import SlotAssigner  # noqa: E402
+
+from stgcn.convert.__main__ import main  # noqa: E402
+from stgcn.convert.common import ConversionError  # noqa: E402
+from stgcn.convert.recordings import (convert_recordings, read_recording_sample,  # noqa: E402
+                                      stratified_split)
+
+META = {"fps": 30.0, "source": "cam", "layout": "openpose", "width": 640, "height": 480, "joints": 18}
+
+
+def person_kp(rng: np.random.Generator, conf: float) -> np.ndarray:
+    kp = rng.uniform(0.2, 0.8, size=(18, 3)).astype(np.float32)
+    kp[:, 2] = conf
+    kp[15:] = 0  # some absent joints
+    return kp
+
+
+def write_rec(path: Path, seqs: list[int], people: list[list[tuple[int, np.ndarray]]]) -> None:
+    stream = path.stem
+    with recording.RecordingWriter(path, StreamStart(stream, 0.0, dict(META))) as w:
+        for seq, ps in zip(seqs, people):
+            w.write(encode(frame_from_arrays(stream, seq, seq / 30, 640, 480, "openpose",
+                                             [kp for _, kp in ps], [t for t, _ in ps], joints=18)))
+
+
+def test_read_sample_matches_slot_assigner_and_holds_gaps(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = [0, 1, 2, 5, 6, 6, 30]  # a gap of 2 (held), a duplicate (dropped), a gap of 23 (zeros)
+    people = [[(1, person_kp(rng, 0.9)), (2, person_kp(rng, 0.5)), (3, person_kp(rng, 0.1))] for _ in seqs]
+    path = tmp_path / "a.skel"
+    write_rec(path, seqs, people)
+    x = read_recording_sample(path, "openpose", frames=40, persons=2, max_gap=10)
+    assert x.shape == (3, 40, 18, 2)
+    sa = SlotAssigner(num_slots=2)
+    expect = [sa.assign([Person(t, kp) for t, kp in ps], joints=18) for ps in people]
+    np.testing.assert_array_equal(x[:, 0], expect[0])
+    np.testing.assert_array_equal(x[:, 2], expect[2])
+    np.testing.assert_array_equal(x[:, 3], expect[2])  # held over the short gap
+    np.testing.assert_array_equal(x[:, 4], expect[2])
+    np.testing.assert_array_equal(x[:, 5], expect[3])
+    np.testing.assert_array_equal(x[:, 6], expect[4])  # the duplicate seq 6 is dropped
+    assert not x[:, 7:30].any()  # a long gap stays empty
+    np.testing.assert_array_equal(x[:, 30], expect[6])
+    assert not x[:, 31:].any()
+    assert np.all(x[2, :7].sum(axis=1)[:, 0] > 0)  # the most confident person is slotted
+
+
+def test_stratified_split():
+    labels = [0] * 10 + [1] * 5 + [2] * 1
+    val = stratified_split(labels, 0.2, seed=3)
+    assert val[:10].sum() == 2 and val[10:15].sum() == 1 and val[15:].sum() == 0
+    np.testing.assert_array_equal(val, stratified_split(labels, 0.2, seed=3))
+
+
+def test_convert_recordings(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    src = tmp_path / "recs"
+    src.mkdir()
+    rows = []
+    for k in range(9):
+        label = ["wave", "clap", "jump"][k % 3]
+        n = 10 + k
+        write_rec(src / f"r{k}.skel", list(range(n)), [[(1, person_kp(rng, 0.8))] for _ in range(n)])
+        rows.append((f"r{k}.skel", label))
+    csv_path = tmp_path / "labels.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label"])
+        w.writerows(rows)
+    out = tmp_path / "out"
+    res = convert_recordings(src, out, csv_path, frames=64, val_fraction=0.34, progress=False)
+    assert res["train"] == 6 and res["val"] == 3 and res["classes"] == 3
+    assert (out / "class_names.txt").read_text().split() == ["clap", "jump", "wave"]
+    names_all = []
+    for split in ("train", "val"):
+        data = np.load(out / f"{split}_data.npy")
+        with open(out / f"{split}_label.pkl", "rb") as f:
+            names, labels = pickle.load(f)
+        assert data.shape == (len(names), 3, 64, 18, 2)
+        for n, lab in zip(names, labels):
+            k = int(n[1:].split(".")[0])
+            assert lab == ["clap", "jump", "wave"].index(["wave", "clap", "jump"][k % 3])
+        if split == "val":
+            assert sorted(labels) == [0, 1, 2]  # stratified
+        names_all += names
+    assert sorted(names_all) == sorted(r for r, _ in rows)
+
+    (src / "r0.skel").write_bytes(b"\x93not a recording")
+    assert main(["recordings", str(src), str(out), "--labels", str(csv_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "r0.skel" in err[0]
+    with pytest.raises(ConversionError, match="r0.skel"):
+        convert_recordings(src, out, csv_path, frames=64, progress=False)
+    res = convert_recordings(src, out, csv_path, frames=64, progress=False, skip_bad=True)
+    assert res["bad"] == 1 and res["train"] + res["val"] == 8

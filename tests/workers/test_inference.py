@@ -1,0 +1,127 @@
+"""The inference worker as a real process on real ZeroMQ loopback sockets."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from pipeline.messages import Frame, Person, StreamEnd, StreamStart, encode
+from pipeline.recording import read_recording
+from pipeline.transport import FrameSender, ResultSubscriber
+from stgcn import STGCN, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_endpoint() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    cfg = {"in_channels": 3, "num_class": 5, "graph_args": {"layout": "openpose"}, "predictor": True, "coords": 2}
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_checkpoint(path, STGCN(**cfg), {"model": cfg, "class_names": list("abcde"),
+                                          "normalisation": {"name": "person_centric"}, "window": 16})
+    return path
+
+
+@pytest.fixture
+def worker(tiny_weights, tmp_path):
+    frames_ep, results_ep = free_endpoint(), free_endpoint()
+    proc = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish", results_ep,
+                             "--weights", str(tiny_weights), "--device", "cpu", "--stride", "4",
+                             "--record", str(tmp_path / "rec")],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sub = ResultSubscriber(results_ep)
+    time.sleep(0.3)
+    yield frames_ep, sub, proc, tmp_path / "rec"
+    sub.close()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+
+
+def person(rng, track):
+    kp = np.zeros((18, 3), np.float32)
+    kp[:, :2] = rng.uniform(0.3, 0.7, (18, 2))
+    kp[:14, 2] = 0.9
+    return Person(track, kp)
+
+
+def collect(sub, stream, timeout=60.0):
+    results, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        got = sub.recv(timeout_ms=200)
+        if got is None:
+            continue
+        if got[1].get("type") == "end" and got[0] == stream:
+            return results
+        if got[1].get("type") == "result":
+            results.append(got[1])
+    raise AssertionError(f"no end for {stream} within {timeout} s ({len(results)} results)")
+
+
+def test_classifies_every_stride_survives_bad_input_and_records(worker):
+    frames_ep, sub, proc, rec_dir = worker
+    rng = np.random.default_rng(0)
+    sender = FrameSender(frames_ep, live=False)
+    sender.send_control(StreamStart("cam", time.time(), {"fps": 30.0, "source": "test", "layout": "openpose",
+                                                         "width": 640, "height": 480, "joints": 18, "live": False}))
+    n = 60
+    bad = [b"", b"\xc1garbage", msgpack.packb({"v": 1, "type": "frame"}), msgpack.packb([1, 2, 3]),
+           msgpack.packb({"v": 99, "type": "frame"})]
+    for seq in range(n):
+        sender.send(Frame("cam", seq, time.time(), 640, 480, "openpose", (person(rng, 7), person(rng, 3)), 5.0))
+        if seq % 12 == 0:
+            sender.send(bad[(seq // 12) % len(bad)])
+    # a frame of another layout is dropped and counted, not fed to the model
+    sender.send(Frame("cam", n, time.time(), 640, 480, "ntu-rgb+d", (Person(1, np.ones((25, 3), np.float32)),)))
+    sender.send_control(StreamEnd("cam", time.time(), "eof"))
+    results = collect(sub, "cam")
+    sender.close()
+    # first result once the window has 16 frames (min_frames is capped at the window), then every 4
+    seqs = [r["seq"] for r in results]
+    assert seqs == list(range(15, n, 4)) + ([n - 1] if (n - 1 - 15) % 4 else [])
+    r = results[0]
+    scores = [t["score"] for t in r["top"]]
+    assert scores == sorted(scores, reverse=True) and {t["label"] for t in r["top"]} == set("abcde")
+    assert len(r["top"]) == 5 and abs(sum(t["score"] for t in r["top"]) - 1) < 1e-4
+    assert sorted(p for p in r["persons"] if p is not None) == [3, 7]
+    assert np.asarray(r["next_frame"]).shape == (2, 18, 3)
+    assert set(r["latency_ms"]) == {"pose", "transport", "queue", "inference", "total"} and r["latency_ms"]["pose"] == 5
+    assert proc.poll() is None, "bad messages never stop the worker"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    stats = [line for line in out.splitlines() if "final stats" in line][-1]
+    assert '"bad_messages": 5' in stats and '"bad_frames": 1' in stats and f'"frames_in": {n + 1}' in stats
+    rec = read_recording(rec_dir / "cam.skel")
+    assert len(rec.frames) == n and rec.end is not None and rec.start.meta["fps"] == 30.0
+
+
+def test_live_stream_keeps_only_the_newest_window(worker):
+    frames_ep, sub, proc, _ = worker
+    rng = np.random.default_rng(1)
+    sender = FrameSender(frames_ep, live=False)  # deliver everything at once: the worker must skip
+    sender.send_control(StreamStart("live", time.time(), {"fps": 30.0, "source": "cam", "layout": "openpose",
+                                                          "width": 640, "height": 480, "joints": 18, "live": True}))
+    for seq in range(400):
+        sender.send(encode(Frame("live", seq, time.time(), 640, 480, "openpose", (person(rng, 1),))))
+    sender.send_control(StreamEnd("live", time.time(), "eof"))
+    results = collect(sub, "live")
+    sender.close()
+    assert results[-1]["seq"] == 399
+    assert len(results) < len(range(15, 400, 4)), "stale live windows are skipped, not queued"
+    assert [r["seq"] for r in results] == sorted(r["seq"] for r in results)

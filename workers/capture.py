@@ -1,0 +1,125 @@
+"""Capture worker: camera or video -> MediaPipe poses -> OpenPose-18 skeletons -> ZeroMQ.
+
+    python -m workers.capture --camera 0 | --video PATH [--connect EP] [--stream ID]
+                              [--num-poses N] [--pose-model FILE.task]
+                              [--results EP --save-video OUT.mp4] [--show]
+
+Keypoints go out as image coordinates divided by the image size with a confidence, the
+Kinetics-skeleton convention; the inference worker applies the model's own normalisation.
+A camera is a live source (frames are dropped, oldest first, when the pipeline is behind);
+a video file is lossless (the worker waits for the pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pipeline.messages import frame_from_arrays, sanitize_stream_id
+from workers.config import add_common_args, load_pipeline_config, setup_logging
+from workers.emitter import StreamEmitter, read_resume_seq
+from workers.video_source import SourceError, open_source
+
+log = logging.getLogger("workers.capture")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.capture", description=__doc__.split("\n")[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", type=int, help="camera index")
+    src.add_argument("--video", help="video file")
+    add_common_args(parser)
+    parser.add_argument("--connect", help="inference worker's frames endpoint (default from config)")
+    parser.add_argument("--stream", help="stream id (default: camera<N> or the video's name)")
+    parser.add_argument("--num-poses", type=int, help="people to look for per frame (default from config)")
+    parser.add_argument("--pose-model", help="MediaPipe pose landmarker .task file (default: the bundled one)")
+    parser.add_argument("--results", help="results endpoint, for --save-video / --show overlays")
+    parser.add_argument("--save-video", help="write the annotated video here (.mp4 or .avi)")
+    parser.add_argument("--show", action="store_true", help="show the annotated stream in a window")
+    parser.add_argument("--state-file", help="resume file: a restarted worker continues after its last frame")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    try:
+        cfg = load_pipeline_config(args.config)
+        source = open_source(camera=args.camera, video=args.video)  # before MediaPipe: fail fast
+    except (SourceError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"capture: error: {exc}", file=sys.stderr)
+        return 2
+    ccfg = cfg["capture"]
+    stream = args.stream or (f"camera{args.camera}" if args.camera is not None
+                             else sanitize_stream_id(Path(args.video).name.split(".")[0]))
+    try:
+        from workers.pose import PersonTracker, PoseEstimator
+
+        estimator = PoseEstimator(args.pose_model or ccfg.get("pose_model") or None,
+                                  num_poses=args.num_poses or ccfg["num_poses"])
+    except (ValueError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"capture: error: {exc}", file=sys.stderr)
+        source.close()
+        return 2
+    overlay = None
+    if args.save_video or args.show:
+        from workers.overlay import Overlay
+
+        overlay = Overlay(args.results or cfg["endpoints"]["results"], stream, source.width, source.height,
+                          source.fps, args.save_video, args.show)
+    tracker = PersonTracker()
+    resume = read_resume_seq(args.state_file)
+    if resume is not None and not source.live:
+        source.seek(resume + 1)
+        log.info("stream %s: resuming after frame %d", stream, resume)
+    meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
+            "height": source.height, "joints": 18}
+    emitter = StreamEmitter(args.connect or cfg["endpoints"]["frames"], stream, meta, live=source.live, stop=stop,
+                            state_file=args.state_file, live_queue=ccfg.get("live_queue", 8))
+    emitter.start()
+    reason, n = "eof", 0
+    seq_base = (resume + 1) if (resume is not None and source.live) else 0
+    try:
+        for index, image, ts_ms in source:
+            if stop.is_set():
+                reason = "stopped"
+                break
+            t_capture = time.time()
+            t0 = time.perf_counter()
+            people = estimator.estimate(image, ts_ms)
+            tracks = tracker.update(people)
+            pose_ms = (time.perf_counter() - t0) * 1000
+            frame = frame_from_arrays(stream, seq_base + index, t_capture, source.width, source.height, "openpose",
+                                      people, tracks, pose_ms, joints=18)
+            if overlay is not None:
+                overlay.add(frame, image)
+            if not emitter.frame(frame):
+                reason = "stopped"
+                break
+            n += 1
+            if args.max_frames and n >= args.max_frames:
+                break
+        if source.decode_failures:
+            reason = f"error: {source.decode_failures} frame(s) could not be decoded"
+    finally:
+        emitter.end(reason)
+        estimator.close()
+        source.close()
+        if overlay is not None:
+            overlay.close()
+    log.info("stream %s: %d frames captured", stream, n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Inference worker: ring buffers per stream, batched ST-GCN classification and next-frame
+prediction across streams, results on a PUB socket.
+
+    python -m workers.inference [--listen tcp://127.0.0.1:5555] [--publish tcp://127.0.0.1:5556]
+                                [--weights CKPT] [--device auto|cpu|cuda] [--stride N] [--record DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.messages import Decoder, Frame, Heartbeat, StreamEnd, StreamStart
+from pipeline.recording import RecordingWriter, recording_path
+from pipeline.ring_buffer import RingBuffer
+from pipeline.scheduler import Job, Scheduler
+from pipeline.tracker import SlotAssigner
+from pipeline.transport import FrameReceiver, ResultPublisher
+from workers.config import add_common_args, load_pipeline_config, setup_logging
+
+log = logging.getLogger("workers.inference")
+
+STAGES = ("pose", "transport", "queue", "inference", "total")
+
+
+@dataclass
+class StreamState:
+    """Everything the worker keeps for one stream."""
+
+    buffer: RingBuffer
+    slots: SlotAssigner
+    live: bool
+    since: int = 0
+    started: bool = False
+    recorder: RecordingWriter | None = None
+    last: Frame | None = None
+    t_recv: float = 0.0
+
+
+@dataclass
+class Counters:
+    frames_in: int = 0
+    bad_frames: int = 0
+    stale: int = 0
+    windows: int = 0
+    results: int = 0
+    batches: int = 0
+    latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
+
+    def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
+        lat = {s: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
+               for s, v in self.latency.items() if v}
+        return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
+                "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
+                "batches": self.batches, "latency_ms": lat}
+
+
+class InferenceWorker:
+    """Receives frames, keeps ring buffers, classifies windows every ``stride`` frames."""
+
+    def __init__(self, engine, listen: str, publish: str, *, stride: int = 1, min_frames: int = 30,
+                 buffer_len: int = 300, persons: int = 2, max_batch: int = 64, max_wait_ms: float = 5.0,
+                 max_pending: int = 256, record_dir: str | Path | None = None, max_gap: int = 10,
+                 stats_interval_s: float = 10.0, allow_remote: bool = False) -> None:
+        self.engine = engine
+        self.stride = max(1, int(stride))
+        self.min_frames = max(2, min(int(min_frames), engine.window))
+        self.buffer_len = max(buffer_len, engine.window)
+        self.persons = persons
+        self.max_gap = max_gap
+        self.record_dir = Path(record_dir) if record_dir else None
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+        self.receiver = FrameReceiver(listen, allow_remote=allow_remote)
+        self.publisher = ResultPublisher(publish, allow_remote=allow_remote)
+        self.scheduler = Scheduler(max_batch, max_wait_ms, max_pending)
+        self.decoder = Decoder("inference")
+        self.streams: dict[str, StreamState] = {}
+        self.counters = Counters()
+        self.stats_interval = stats_interval_s
+        self._next_stats = time.time() + stats_interval_s
+        self.stop = threading.Event()
+
+    # ---- input -------------------------------------------------------------------------
+    def _state(self, stream: str, live: bool | None = None) -> StreamState:
+        state = self.streams.get(stream)
+        if state is None:
+            if live is None:
+                log.info("frames for stream %s arrived without a start message; treating it as live", stream)
+            state = StreamState(RingBuffer(3, self.buffer_len, self.engine.joints, self.persons, max_gap=self.max_gap),
+                                SlotAssigner(self.persons, joints=self.engine.joints), live=bool(live) if live is not None else True)
+            self.streams[stream] = state
+        return state
+
+    def handle(self, data: bytes, t_recv: float | None = None) -> None:
+        """Take one raw message; bad ones are counted and dropped, never raised."""
+        t_recv = time.time() if t_recv is None else t_recv
+        msg = self.decoder.decode(data)
+        if msg is None:
+            return
+        if isinstance(msg, Frame):
+            self._on_frame(msg, data, t_recv)
+        elif isinstance(msg, StreamStart):
+            self._on_start(msg, data)
+        elif isinstance(msg, StreamEnd):
+            self._on_end(msg, data)
+        elif isinstance(msg, Heartbeat):
+            pass
+
+    def _on_start(self, msg: StreamStart, data: bytes) -> None:
+        live = bool(msg.meta.get("live", False))
+        state = self.streams.get(msg.stream)
+        if state is not None and state.started:
+            log.info("stream %s restarted (%s); continuing its buffer", msg.stream, msg.meta.get("source"))
+        state = self._state(msg.stream, live)
+        state.live, state.started = live, True
+        if self.record_dir is not None and state.recorder is None:
+            try:
+                meta = {"joints": self.engine.joints, "layout": self.engine.layout, **msg.meta}
+                state.recorder = RecordingWriter(recording_path(self.record_dir, msg.stream),
+                                                 StreamStart(msg.stream, msg.t, meta))
+            except (OSError, ValueError) as exc:
+                log.error("cannot record stream %s: %s", msg.stream, exc)
+        log.info("stream %s started: %s", msg.stream, json.dumps(msg.meta, default=str))
+
+    def _on_frame(self, msg: Frame, data: bytes, t_recv: float) -> None:
+        self.counters.frames_in += 1
+        if msg.layout != self.engine.layout or (msg.persons and msg.joints != self.engine.joints):
+            self.counters.bad_frames += 1
+            if self.counters.bad_frames <= 5:
+                log.warning("stream %s: frame layout %s/%d joints does not match the model (%s/%d); dropped",
+                            msg.stream, msg.layout, msg.joints, self.engine.layout, self.engine.joints)
+            return
+        state = self._state(msg.stream)
+        try:
+            frame = state.slots.assign(msg.persons, joints=self.engine.joints)
+            written = state.buffer.append(frame, msg.seq)
+        except ValueError as exc:
+            self.counters.bad_frames += 1
+            log.warning("stream %s seq %d: %s; dropped", msg.stream, msg.seq, exc)
+            return
+        if written == 0:
+            self.counters.stale += 1
+            return
+        if state.recorder is not None:
+            state.recorder.write(data)
+        state.last, state.t_recv = msg, t_recv
+        state.since += written
+        if state.buffer.valid >= self.min_frames and state.since >= self.stride:
+            self._enqueue(msg.stream, state)
+
+    def _enqueue(self, stream: str, state: StreamState) -> None:
+        last = state.last
+        state.since = 0
+        self.scheduler.add(Job(stream, last.seq, last.t_capture, state.t_recv, last.pose_ms,
+                               state.buffer.window(self.engine.window), list(state.slots.slots),
+                               len(last.persons)), state.live)
+
+    def _on_end(self, msg: StreamEnd, data: bytes) -> None:
+        state = self.streams.get(msg.stream)
+        if state is None:
+            return
+        if state.since > 0 and state.buffer.valid >= self.min_frames and state.last is not None:
+            self._enqueue(msg.stream, state)  # the tail of the stream gets its result too
+        while self.scheduler.has(msg.stream):
+            self._run_batch()
+        if state.recorder is not None:
+            state.recorder.write(data)
+            state.recorder.close(msg.reason)
+        self.publisher.send(msg.stream, {"type": "end", "stream": msg.stream, "reason": msg.reason})
+        del self.streams[msg.stream]
+        log.info("stream %s ended (%s)", msg.stream, msg.reason)
+
+    # ---- model -------------------------------------------------------------------------
+    def _run_batch(self) -> None:
+        jobs = self.scheduler.take()
+        if not jobs:
+            return
+        t0 = time.time()
+        probs, nxt = self.engine(np.stack([j.window for j in jobs]))
+        t1 = time.time()
+        self.counters.batches += 1
+        k = min(5, probs.shape[1])
+        top = np.argsort(-probs, axis=1)[:, :k]
+        names = self.engine.class_names
+        for i, job in enumerate(jobs):
+            t_result = time.time()
+            latency = {
+                "pose": job.pose_ms,
+                "transport": max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms),
+                "queue": (t0 - job.t_recv) * 1000,
+                "inference": (t1 - t0) * 1000,
+                "total": (t_result - job.t_capture) * 1000,
+            }
+            for stage, value in latency.items():
+                self.counters.latency[stage].append(value)
+            result = {
+                "type": "result", "stream": job.stream, "seq": job.seq, "t_capture": job.t_capture,
+                "t_result": t_result, "persons": job.tracks,
+                "top": [{"label": names[c], "index": int(c), "score": round(float(probs[i, c]), 6)} for c in top[i]],
+                "next_frame": None if nxt is None else np.round(nxt[i].transpose(2, 1, 0).astype(np.float64), 5).tolist(),
+                "latency_ms": {s: round(v, 3) for s, v in latency.items()},
+            }
+            self.publisher.send(job.stream, result)
+        self.counters.windows += len(jobs)
+
+    # ---- loop --------------------------------------------------------------------------
+    def poll(self, timeout_ms: int = 5) -> None:
+        """One iteration: read what is waiting (unless backpressure is on), run a due batch."""
+        if not self.scheduler.full:
+            wait = 0 if len(self.scheduler) else timeout_ms
+            for data in self.receiver.recv_many(512, timeout_ms=wait):
+                self.handle(data)
+                if self.scheduler.full:
+                    break
+        if self.scheduler.ready() or self.scheduler.full:
+            self._run_batch()
+        if time.time() >= self._next_stats:
+            self._next_stats = time.time() + self.stats_interval
+            log.info("stats %s", json.dumps(self.stats()))
+
+    def stats(self) -> dict[str, Any]:
+        return {"streams": len(self.streams), **self.counters.summary(self.decoder, self.scheduler.skipped)}
+
+    def run(self) -> None:
+        log.info("inference worker ready: model %s (%s, %d classes, window %d) on %s, stride %d",
+                 self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
+                 self.engine.num_class, self.engine.window, self.engine.device, self.stride)
+        while not self.stop.is_set():
+            self.poll()
+        while len(self.scheduler):
+            self._run_batch()
+        self.close()
+
+    def close(self) -> None:
+        for stream, state in self.streams.items():
+            if state.recorder is not None:
+                state.recorder.close("stopped")
+        log.info("final stats %s", json.dumps(self.stats()))
+        self.receiver.close()
+        self.publisher.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.inference", description=__doc__.split("\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--listen", help="frames endpoint to bind (default from config)")
+    parser.add_argument("--publish", help="results endpoint to bind (default from config)")
+    parser.add_argument("--weights", help="checkpoint (default: the bundled model)")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda")
+    parser.add_argument("--stride", type=int, help="classify every N frames per stream")
+    parser.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        cfg = load_pipeline_config(args.config)
+        from stgcn import DEFAULT_WEIGHTS
+        from stgcn.engine import Engine
+
+        icfg = cfg["inference"]
+        engine = Engine(args.weights or icfg.get("weights") or DEFAULT_WEIGHTS, args.device or icfg["device"])
+        stride = args.stride or icfg["stride"][engine.device.type]
+        worker = InferenceWorker(engine, args.listen or cfg["endpoints"]["frames"],
+                                 args.publish or cfg["endpoints"]["results"], stride=stride,
+                                 min_frames=icfg["min_frames"], buffer_len=icfg["buffer_frames"],
+                                 persons=icfg["persons"], max_batch=icfg["max_batch"],
+                                 max_wait_ms=icfg["max_wait_ms"], max_pending=icfg["max_pending"],
+                                 record_dir=args.record, stats_interval_s=icfg["stats_interval_s"],
+                                 allow_remote=cfg["endpoints"].get("allow_remote", False))
+    except (ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"inference: error: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: worker.stop.set())
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Replay recorded skeletons through the pipeline, exactly as live frames would arrive.
+
+    python -m workers.replay PATH [--connect EP] [--fps F | --fast] [--index N] [--stream ID]
+
+PATH is one of: a pipeline recording (``.skel``), a Kinetics-skeleton per-clip JSON, or an
+st-gcn ``*_data.npy`` dataset (one sample, ``--index``). Frames keep their keypoints and
+track ids; their capture time is the time they are sent, so latencies mean what they do live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pipeline.messages import Frame, Person, sanitize_stream_id
+from pipeline.recording import read_recording
+from stgcn.graph import LAYOUTS
+from workers.config import add_common_args, load_pipeline_config, setup_logging
+from workers.emitter import StreamEmitter, read_resume_seq
+
+log = logging.getLogger("workers.replay")
+_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
+
+
+class ReplayError(ValueError):
+    """A file that cannot be replayed; the message names it."""
+
+
+def load_frames(path: str | Path, index: int = 0, npy_offset: float = 0.0
+                ) -> tuple[dict, list[Frame]]:
+    """Stream metadata and frames (stream id ``replay``) of any supported file."""
+    path = Path(path)
+    if not path.exists():
+        raise ReplayError(f"{path}: no such file")
+    name = path.name
+    if name.endswith(".skel") or name.endswith(".skel.part"):
+        rec = read_recording(path)
+        if not rec.frames:
+            raise ReplayError(f"{path}: recording holds no frames")
+        meta = dict(rec.start.meta) if rec.start else {}
+        meta.setdefault("fps", 30.0)
+        return meta, rec.frames
+    if name.endswith(".json"):
+        from stgcn.convert.kinetics import load_kinetics_clip
+
+        try:
+            clip, info = load_kinetics_clip(path, with_meta=True)
+        except Exception as exc:  # the loader raises its own error type naming the file
+            raise ReplayError(str(exc).splitlines()[0]) from None
+        frames = [Frame("replay", int(idx), 0.0, 340, 256, "openpose", tuple(Person(i, kp) for i, kp in enumerate(persons)),
+                        joints=18) for idx, persons in zip(info["frame_index"], clip)]
+        return {"fps": 30.0, "width": 340, "height": 256, "label": str(info.get("label"))}, frames
+    if name.endswith(".npy"):
+        try:
+            data = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise ReplayError(f"{path}: not a readable npy file ({exc})") from None
+        if data.ndim != 5:
+            raise ReplayError(f"{path}: expected (N, C, T, V, M) data, got shape {data.shape}")
+        if not 0 <= index < data.shape[0]:
+            raise ReplayError(f"{path}: --index {index} outside 0..{data.shape[0] - 1}")
+        sample = np.array(data[index], dtype=np.float32)  # (C, T, V, M)
+        c, t, v, m = sample.shape
+        layout = _LAYOUT_BY_JOINTS.get(v)
+        if layout is None or c != 3:
+            raise ReplayError(f"{path}: {c} channels x {v} joints match no known layout")
+        valid = np.flatnonzero(np.abs(sample).reshape(c, t, -1).sum(axis=(0, 2)) > 0)
+        frames = []
+        for k in range(int(valid[-1]) + 1 if len(valid) else 0):
+            persons = []
+            for p in range(m):
+                kp = sample[:, k, :, p].T.copy()
+                present = kp[:, 2] > 0 if LAYOUTS[layout].dims == 2 else np.any(kp != 0, axis=1)
+                if present.any():
+                    if npy_offset:
+                        kp[present, :2] += npy_offset
+                    persons.append(Person(p, kp))
+            frames.append(Frame("replay", k, 0.0, 640, 480, layout, tuple(persons), joints=v))
+        return {"fps": 30.0, "width": 640, "height": 480, "index": index}, frames
+    raise ReplayError(f"{path}: unknown file type (expected .skel, .json or .npy)")
+
+
+def paced(frames: list[Frame], fps: float | None, start_seq: int = -1) -> Iterator[Frame]:
+    """Frames after ``start_seq``, released at ``fps`` (None/0: as fast as possible), re-stamped."""
+    t0 = time.monotonic()
+    n = 0
+    for frame in frames:
+        if frame.seq <= start_seq:
+            continue
+        if fps:
+            delay = t0 + n / fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        n += 1
+        yield frame
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.replay", description=__doc__.split("\n")[0])
+    parser.add_argument("path", help=".skel recording, Kinetics JSON clip or st-gcn *_data.npy")
+    add_common_args(parser)
+    parser.add_argument("--connect", help="inference worker's frames endpoint (default from config)")
+    parser.add_argument("--stream", help="stream id (default: from the file name)")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--fps", type=float, help="replay at this rate (default: the recorded rate)")
+    rate.add_argument("--fast", action="store_true", help="as fast as the pipeline takes them")
+    parser.add_argument("--index", type=int, default=0, help="sample of an npy dataset")
+    parser.add_argument("--npy-offset", type=float, default=0.0,
+                        help="added to x, y of npy data (0.5 undoes the Kinetics minus-0.5 preprocessing)")
+    parser.add_argument("--state-file", help="resume file: a restarted replay continues after its last frame")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        cfg = load_pipeline_config(args.config)
+        meta, frames = load_frames(args.path, args.index, args.npy_offset)
+    except (ReplayError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"replay: error: {exc}", file=sys.stderr)
+        return 2
+    stream = args.stream or sanitize_stream_id(Path(args.path).name.split(".")[0])
+    layout = frames[0].layout
+    meta.update(source=str(args.path), layout=layout, joints=frames[0].joints or LAYOUTS[layout].num_node,
+                width=frames[0].width, height=frames[0].height)
+    fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
+    start_seq = read_resume_seq(args.state_file)
+    emitter = StreamEmitter(args.connect or cfg["endpoints"]["frames"], stream, meta, live=False, stop=stop,
+                            state_file=args.state_file)
+    log.info("replaying %s as stream %s: %d frames at %s", args.path, stream, len(frames),
+             f"{fps:g} fps" if fps else "full speed")
+    emitter.start()
+    reason = "eof"
+    for frame in paced(frames, fps, -1 if start_seq is None else start_seq):
+        if not emitter.frame(replace(frame, stream=stream, t_capture=time.time())):
+            reason = "stopped"
+            break
+    emitter.end(reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
