@@ -26,7 +26,7 @@ def run(*args, check=True):
 def utd_subset(tmp_path_factory):
     out = tmp_path_factory.mktemp("utd")
     run("-m", "stgcn.convert", "utd-mhad", str(UTD), str(out), "--layout", "openpose", "--frames", "64",
-        "--subjects", "1", "2", "--limit", "24", "--no-progress")
+        "--subjects", "1", "2", "--limit", "12", "--no-progress")
     return out
 
 
@@ -34,10 +34,10 @@ def write_config(path: Path, data: Path, epochs: int) -> Path:
     cfg = yaml.safe_load((ROOT / "configs/train/utd_mhad_openpose.yaml").read_text())
     cfg["data"]["train"] = {"data": str(data / "train_data.npy"), "label": str(data / "train_label.pkl")}
     cfg["data"]["val"] = {"data": str(data / "val_data.npy"), "label": str(data / "val_label.pkl")}
-    cfg["data"]["window"] = 24
+    cfg["data"]["window"] = 16
     cfg["data"]["num_workers"] = 0
     cfg["class_names"] = str(UTD / "class_names.json")
-    cfg["train"].update(epochs=epochs, batch_size=8, steps=[2], lr=0.05)
+    cfg["train"].update(epochs=epochs, batch_size=6, steps=[1], warmup_epochs=0, lr=0.05)
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -48,18 +48,18 @@ def rows(work: Path) -> list[dict]:
 
 
 def test_train_eval_and_resume_match_an_uninterrupted_run(utd_subset, tmp_path):
-    cfg = write_config(tmp_path / "tiny.yaml", utd_subset, epochs=3)
+    cfg = write_config(tmp_path / "tiny.yaml", utd_subset, epochs=2)
     full, part = tmp_path / "full", tmp_path / "part"
     run("-m", "stgcn.train", str(cfg), "--work-dir", str(full), "--device", "cpu")
-    run("-m", "stgcn.train", str(cfg), "--work-dir", str(part), "--device", "cpu", "--epochs", "2")
+    run("-m", "stgcn.train", str(cfg), "--work-dir", str(part), "--device", "cpu", "--epochs", "1")
     run("-m", "stgcn.train", str(cfg), "--work-dir", str(part), "--device", "cpu", "--resume")
     a, b = rows(full), rows(part)
-    assert [r["epoch"] for r in b] == ["0", "1", "2"]
+    assert [r["epoch"] for r in b] == ["0", "1"]
     for key in ("loss_cls", "loss_next", "val_top1", "val_mpjpe"):
         assert float(a[-1][key]) == pytest.approx(float(b[-1][key]), rel=1e-4), key
 
     model = load_model(full / "best.pt")
-    assert model.config["class_names"][2] == "right hand wave" and model.config["window"] == 24
+    assert model.config["class_names"][2] == "right hand wave" and model.config["window"] == 16
     assert model.predictor is not None and model.config["normalisation"]["drop_joints"] == [14, 15, 16, 17]
 
     out = tmp_path / "eval.json"
