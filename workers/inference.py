@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = InferenceWorker(engine, args.listen or cfg["endpoints"]["frames"],
                                  args.publish or cfg["endpoints"]["results"], stride=stride,
                                  min_frames=icfg["min_frames"], buffer_len=icfg["buffer_frames"],
-                                 persons=icfg["persons"], max_batch=icfg["max_batch"],
+                                 persons=icfg["persons"], max_batch=icfg["max_batch"][engine.device.type],
                                  max_wait_ms=icfg["max_wait_ms"], max_pending=icfg["max_pending"],
                                  record_dir=args.record, stats_interval_s=icfg["stats_interval_s"],
                                  allow_remote=cfg["endpoints"].get("allow_remote", False))

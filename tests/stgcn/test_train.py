@@ -81,3 +81,14 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     bad.write_bytes(b"\x00" * 100)
     proc = run("-m", "stgcn.eval", "--weights", str(bad), check=False)
     assert proc.returncode == 2 and str(bad) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_distributed_data_parallel_with_two_cpu_processes(utd_subset, tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", utd_subset, epochs=1)
+    work = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "stgcn.train", str(cfg),
+                           "--work-dir", str(work), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(rows(work)) == 1 and load_model(work / "final.pt").config["window"] == 16
