@@ -62,6 +62,8 @@ def test_train_eval_and_resume_match_an_uninterrupted_run(utd_subset, tmp_path):
     assert model.config["class_names"][2] == "right hand wave" and model.config["window"] == 16
     assert model.predictor is not None and model.config["normalisation"]["drop_joints"] == [14, 15, 16, 17]
 
+    assert list((full / "tensorboard").glob("events.out.tfevents.*")), "metrics also go to TensorBoard"
+
     out = tmp_path / "eval.json"
     proc = run("-m", "stgcn.eval", "--weights", str(full / "last.pt"), "--json", str(out), "--device", "cpu",
                "--workers", "0")
@@ -92,3 +94,14 @@ def test_distributed_data_parallel_with_two_cpu_processes(utd_subset, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(rows(work)) == 1 and load_model(work / "final.pt").config["window"] == 16
+
+
+def test_predictor_alone_trains_without_labels(utd_subset, tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", utd_subset, epochs=1)
+    text = cfg.read_text().replace("task: joint", "task: predict")
+    cfg.write_text(text)
+    work = tmp_path / "predict"
+    run("-m", "stgcn.train", str(cfg), "--work-dir", str(work), "--device", "cpu")
+    row = rows(work)[0]
+    assert "val_top1" not in row and float(row["val_mpjpe"]) > 0 and float(row["loss_cls"]) == 0
+    assert load_model(work / "best.pt").predictor is not None
