@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 from pipeline.messages import frame_from_arrays, sanitize_stream_id
-from workers.config import add_common_args, load_pipeline_config, setup_logging
+from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
 from workers.emitter import StreamEmitter, read_resume_seq
 from workers.video_source import SourceError, open_source
 
@@ -45,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     try:
         cfg = load_pipeline_config(args.config)

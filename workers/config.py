@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def setup_logging(debug: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so a worker's loop can finish cleanly."""
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

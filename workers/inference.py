@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from pipeline.ring_buffer import RingBuffer
 from pipeline.scheduler import Job, Scheduler
 from pipeline.tracker import SlotAssigner
 from pipeline.transport import FrameReceiver, ResultPublisher
-from workers.config import add_common_args, load_pipeline_config, setup_logging
+from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
 
 log = logging.getLogger("workers.inference")
 
@@ -244,7 +243,7 @@ class InferenceWorker:
         self.close()
 
     def close(self) -> None:
-        for stream, state in self.streams.items():
+        for state in self.streams.values():
             if state.recorder is not None:
                 state.recorder.close("stopped")
         log.info("final stats %s", json.dumps(self.stats()))
@@ -283,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"inference: error: {exc}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: worker.stop.set())
+    stop_on_signals(worker.stop)
     worker.run()
     return 0
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +22,7 @@ import numpy as np
 from pipeline.messages import Frame, Person, sanitize_stream_id
 from pipeline.recording import read_recording
 from stgcn.graph import LAYOUTS
-from workers.config import add_common_args, load_pipeline_config, setup_logging
+from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
 from workers.emitter import StreamEmitter, read_resume_seq
 
 log = logging.getLogger("workers.replay")
@@ -119,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-file", help="resume file: a restarted replay continues after its last frame")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         cfg = load_pipeline_config(args.config)
         meta, frames = load_frames(args.path, args.index, args.npy_offset)

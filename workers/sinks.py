@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from pipeline.transport import ResultSubscriber
-from workers.config import add_common_args, load_pipeline_config, setup_logging
+from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
 
 log = logging.getLogger("workers.sinks")
 RESULT_KEYS = ("stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms")
@@ -90,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"sinks: error: {exc}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: sink.stop.set())
+    stop_on_signals(sink.stop)
     sink.run()
     return 0
 

@@ -410,7 +410,7 @@ def build_augment(cfg: dict | None, layout: str | dict | Layout = "openpose", nu
             _take(o, name, ("range", "p"))
             lo_f, hi_f = (float(v) for v in o.get("range", (0.8, 1.25)))
             # log-uniform, so speeding up and slowing down are equally likely
-            ops.append((name, lambda x, label, rng: resample(
+            ops.append((name, lambda x, label, rng, lo_f=lo_f, hi_f=hi_f: resample(
                 x, layout, float(np.exp(rng.uniform(np.log(lo_f), np.log(hi_f))))), float(o.get("p", 1.0))))
         elif name == "random_shift":
             _take(o, name, ("p",))
@@ -422,7 +422,7 @@ def build_augment(cfg: dict | None, layout: str | dict | Layout = "openpose", nu
             if size is None:
                 raise ValueError("augment random_choose needs 'size' (or a dataset window)")
             auto_pad = bool(o.get("auto_pad", True))
-            ops.append((name, lambda x, label, rng, size=int(size): random_choose(x, rng, size, auto_pad), 1.0))
+            ops.append((name, lambda x, label, rng, size=int(size), auto_pad=auto_pad: random_choose(x, rng, size, auto_pad), 1.0))
             placing.add(name)
         elif name == "idle_pad":
             _take(o, name, ("window", "p", "sigma", "zero_prob"))
@@ -431,7 +431,8 @@ def build_augment(cfg: dict | None, layout: str | dict | Layout = "openpose", nu
                 raise ValueError("augment idle_pad needs 'window' (or a dataset window)")
             sigma = float(o.get("sigma", default_sigma))
             zero_prob = float(o.get("zero_prob", 0.2))
-            ops.append((name, lambda x, label, rng, win=int(win): idle_pad(x, rng, layout, win, sigma, zero_prob),
+            ops.append((name, lambda x, label, rng, win=int(win), sigma=sigma, zero_prob=zero_prob: idle_pad(
+                x, rng, layout, win, sigma, zero_prob),
                         float(o.get("p", 1.0))))
             placing.add(name)
         elif name == "random_move":
@@ -442,23 +443,24 @@ def build_augment(cfg: dict | None, layout: str | dict | Layout = "openpose", nu
         elif name == "random_rotate":
             _take(o, name, ("max_deg", "p"))
             max_deg = float(o.get("max_deg", 15.0))
-            ops.append((name, lambda x, label, rng: rotate(x, layout, rng.uniform(-max_deg, max_deg), aspect),
+            ops.append((name, lambda x, label, rng, max_deg=max_deg: rotate(x, layout, rng.uniform(-max_deg, max_deg), aspect),
                         float(o.get("p", 1.0))))
         elif name == "random_scale":
             _take(o, name, ("range", "p"))
             lo, hi = (float(v) for v in o.get("range", (0.9, 1.1)))
-            ops.append((name, lambda x, label, rng: scale(x, layout, rng.uniform(lo, hi)), float(o.get("p", 1.0))))
+            ops.append((name, lambda x, label, rng, lo=lo, hi=hi: scale(x, layout, rng.uniform(lo, hi)), float(o.get("p", 1.0))))
         elif name == "noise":
             _take(o, name, ("sigma", "p"))
             sig = float(o.get("sigma", default_sigma))
-            ops.append((name, lambda x, label, rng: noise(x, rng, layout, sig), float(o.get("p", 1.0))))
+            ops.append((name, lambda x, label, rng, sig=sig: noise(x, rng, layout, sig), float(o.get("p", 1.0))))
         elif name == "joint_dropout":
             _take(o, name, ("p", "joints", "max_joints"))
             joints = o.get("joints")
             if joints is not None:  # indices or joint names
                 joints = [layout.joints.index(j) if isinstance(j, str) else int(j) for j in joints]
             max_joints = int(o.get("max_joints", 3))
-            ops.append((name, lambda x, label, rng: joint_dropout(x, rng, layout, joints, max_joints),
+            ops.append((name, lambda x, label, rng, joints=joints, max_joints=max_joints: joint_dropout(
+                x, rng, layout, joints, max_joints),
                         float(o.get("p", 0.2))))
         elif name == "drop_face":
             _take(o, name, ("p", "nose_p"))
