@@ -187,6 +187,10 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     start_epoch, best, history = 0, None, {}
     work_dir.mkdir(parents=True, exist_ok=True)
     last_path = work_dir / "last.pt"
+    if resume and rank == 0:
+        # a run killed while saving leaves save_checkpoint's temporary files (never loaded): drop them
+        for stale in work_dir.glob("*.pt.*.tmp"):
+            stale.unlink(missing_ok=True)
     if resume and last_path.exists():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
@@ -277,12 +281,15 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
             extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": [_rng_state()]}
             if ema is not None:
                 extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            # the metrics row first: a kill between the two then only repeats this epoch on
+            # --resume (rows from the resume epoch on are dropped), whereas a checkpoint written
+            # before its row would lose the row for good
+            metrics_log.add(epoch, metrics)
             save_checkpoint(last_path, final, serve_cfg, meta, extra=extra)
             if improved:
                 save_checkpoint(work_dir / "best.pt", final, serve_cfg, meta)
             if epoch == epochs - 1:
                 save_checkpoint(work_dir / "final.pt", final, serve_cfg, meta)
-            metrics_log.add(epoch, metrics)
             log.info("epoch %d/%d %s", epoch + 1, epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if distributed:
