@@ -159,8 +159,6 @@ class Supervisor:
                 w.proc.wait()
 
     def run(self, drain_idle_s: float = 30.0) -> int:
-        for w in self.workers:
-            w.start()
         interrupted = False
 
         def on_signal(signum, _frame):
@@ -168,8 +166,10 @@ class Supervisor:
             interrupted = True
             self.sink.stop.set()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before any worker exists: none is left behind
             signal.signal(sig, on_signal)
+        for w in self.workers:
+            w.start()
         last_result = time.time()
         while not interrupted:
             got = self.sink.sub.recv(timeout_ms=100)

@@ -3,6 +3,12 @@
 Live sources (cameras) never block (the oldest frames are dropped when the consumer is
 behind); file sources block instead (backpressure). A small state file records the last
 frame sent so that a restarted worker resumes its stream where it stopped.
+
+A lossless stream that ends normally waits (up to ``END_LINGER_MS``) until ZeroMQ has handed
+its last frames and its end message to the consumer: when the inference worker is being
+restarted at that moment, the tail of the stream would otherwise die with this process.
+It also repeats its start message every ``START_RESEND_S`` seconds, so that a restarted
+inference worker learns the stream's metadata (a file, not a live source) instead of guessing.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from pipeline.messages import Frame, StreamEnd, StreamStart
-from pipeline.transport import FrameSender, SenderStopped, SendTimeout
+from pipeline.transport import DEFAULT_LINGER_MS, FrameSender, SenderStopped, SendTimeout
 
 log = logging.getLogger(__name__)
+
+END_LINGER_MS = 20_000  # a lossless stream's tail waits this long for a (restarting) consumer
+START_RESEND_S = 2.0  # a lossless stream repeats its start message this often
 
 
 def read_resume_seq(state_file: str | Path | None) -> int | None:
@@ -38,14 +49,23 @@ class StreamEmitter:
                  stop: threading.Event, state_file: str | Path | None = None, live_queue: int = 8) -> None:
         self.stream, self.meta, self.live, self.stop = stream, dict(meta, live=live), live, stop
         self.state_file = Path(state_file) if state_file else None
-        self.sender = FrameSender(endpoint, live=live, queue_size=live_queue, stop=stop)
+        # Its own context, so that end() can wait for delivery: exiting with Context.instance()
+        # open does not honour the socket's linger and drops whatever is still queued.
+        self._ctx = zmq.Context()
+        self.sender = FrameSender(endpoint, live=live, queue_size=live_queue, stop=stop, context=self._ctx)
         self.sent = 0
+        self._next_start = 0.0
 
     def start(self) -> None:
         self.sender.send_control(StreamStart(self.stream, time.time(), self.meta))
+        self._next_start = time.monotonic() + START_RESEND_S
 
     def frame(self, frame: Frame) -> bool:
         try:
+            if not self.live and time.monotonic() >= self._next_start:
+                # lossless, in order with the frames; a live source needs none (unknown means live)
+                self.sender.send(StreamStart(self.stream, time.time(), self.meta))
+                self._next_start = time.monotonic() + START_RESEND_S
             self.sender.send(frame)
         except (SenderStopped, SendTimeout):
             return False
@@ -62,7 +82,17 @@ class StreamEmitter:
         except SendTimeout:
             log.warning("stream %s: could not deliver its end message", self.stream)
         finally:
-            self.sender.close()
+            self._close(END_LINGER_MS if not self.live and reason == "eof" else DEFAULT_LINGER_MS)
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
         log.info("stream %s: %d frames sent, %d dropped (%s)", self.stream, self.sent, self.sender.dropped, reason)
+
+    def _close(self, linger_ms: int) -> None:
+        """Hand queued frames to the socket, then close it and wait up to ``linger_ms`` for delivery."""
+        if not self.sender.flush(DEFAULT_LINGER_MS):
+            log.warning("stream %s: closing with %d unsent frame(s)", self.stream, self.sender.pending)
+        t0 = time.monotonic()
+        self._ctx.destroy(linger=linger_ms)  # closes the socket with this linger and waits for it
+        if linger_ms > DEFAULT_LINGER_MS and time.monotonic() - t0 > 1.0:
+            log.info("stream %s: waited %.1f s for the consumer to take the end of the stream",
+                     self.stream, time.monotonic() - t0)

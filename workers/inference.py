@@ -40,6 +40,7 @@ class StreamState:
     buffer: RingBuffer
     slots: SlotAssigner
     live: bool
+    meta: dict[str, Any] = field(default_factory=dict)
     since: int = 0
     started: bool = False
     recorder: RecordingWriter | None = None
@@ -71,7 +72,8 @@ class InferenceWorker:
     def __init__(self, engine, listen: str, publish: str, *, stride: int = 1, min_frames: int = 30,
                  buffer_len: int = 300, persons: int = 2, max_batch: int = 64, max_wait_ms: float = 5.0,
                  max_pending: int = 256, record_dir: str | Path | None = None, max_gap: int = 10,
-                 stats_interval_s: float = 10.0, allow_remote: bool = False) -> None:
+                 stats_interval_s: float = 10.0, allow_remote: bool = False,
+                 subscriber_grace_s: float = 0.5) -> None:
         self.engine = engine
         self.stride = max(1, int(stride))
         self.min_frames = max(2, min(int(min_frames), engine.window))
@@ -83,6 +85,8 @@ class InferenceWorker:
             self.record_dir.mkdir(parents=True, exist_ok=True)
         self.receiver = FrameReceiver(listen, allow_remote=allow_remote)
         self.publisher = ResultPublisher(publish, allow_remote=allow_remote)
+        self._bound_at = time.monotonic()
+        self.subscriber_grace_s = subscriber_grace_s
         self.scheduler = Scheduler(max_batch, max_wait_ms, max_pending)
         self.decoder = Decoder("inference")
         self.streams: dict[str, StreamState] = {}
@@ -120,10 +124,17 @@ class InferenceWorker:
     def _on_start(self, msg: StreamStart, data: bytes) -> None:
         live = bool(msg.meta.get("live", False))
         state = self.streams.get(msg.stream)
+        if state is not None and state.started and state.meta == msg.meta:
+            # senders of lossless streams repeat their start (see workers/emitter.py)
+            log.debug("stream %s: start repeated", msg.stream)
+            return
         if state is not None and state.started:
             log.info("stream %s restarted (%s); continuing its buffer", msg.stream, msg.meta.get("source"))
+        elif state is not None:
+            log.info("stream %s: start message after its first frames (this worker was restarted); now %s",
+                     msg.stream, "live" if live else "lossless")
         state = self._state(msg.stream, live)
-        state.live, state.started = live, True
+        state.live, state.started, state.meta = live, True, dict(msg.meta)
         if self.record_dir is not None and state.recorder is None:
             try:
                 meta = {"joints": self.engine.joints, "layout": self.engine.layout, **msg.meta}
@@ -236,6 +247,12 @@ class InferenceWorker:
         log.info("inference worker ready: model %s (%s, %d classes, window %d) on %s, stride %d",
                  self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
                  self.engine.num_class, self.engine.window, self.engine.device, self.stride)
+        # PUB drops what it publishes before a subscriber is connected: after a restart, give
+        # subscribers (which reconnect every 100 ms) time to rejoin before the first results.
+        # Frames meanwhile wait in the socket, nothing is lost.
+        grace = self._bound_at + self.subscriber_grace_s - time.monotonic()
+        if grace > 0:
+            self.stop.wait(grace)
         while not self.stop.is_set():
             self.poll()
         while len(self.scheduler):
