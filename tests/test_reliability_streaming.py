@@ -21,21 +21,22 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.messages import (MAX_MESSAGE_BYTES, DecodeError, Decoder, Frame, Person, StreamEnd, StreamStart,
-                               decode, encode)
+from pipeline.messages import (
+    MAX_MESSAGE_BYTES,
+    DecodeError,
+    Decoder,
+    Frame,
+    Person,
+    StreamEnd,
+    StreamStart,
+    decode,
+    encode,
+)
 from pipeline.transport import FrameSender, ResultSubscriber
-from stgcn import STGCN, save_checkpoint
+from run_pipeline import free_endpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def wait_for(cond, timeout: float, what: str, step: float = 0.05):
@@ -46,15 +47,6 @@ def wait_for(cond, timeout: float, what: str, step: float = 0.05):
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    cfg = {"in_channels": 3, "num_class": 5, "graph_args": {"layout": "openpose"}, "predictor": True, "coords": 2}
-    path = tmp_path_factory.mktemp("w") / "tiny.pt"
-    save_checkpoint(path, STGCN(**cfg), {"model": cfg, "class_names": list("abcde"),
-                                          "normalisation": {"name": "person_centric"}, "window": 16})
-    return path
 
 
 # ---- message generators ----------------------------------------------------------------------

@@ -14,26 +14,9 @@ import pytest
 from pipeline.messages import Frame, Person, StreamEnd, StreamStart, encode
 from pipeline.recording import read_recording
 from pipeline.transport import FrameSender, ResultSubscriber
-from stgcn import STGCN, save_checkpoint
+from run_pipeline import free_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    cfg = {"in_channels": 3, "num_class": 5, "graph_args": {"layout": "openpose"}, "predictor": True, "coords": 2}
-    path = tmp_path_factory.mktemp("w") / "tiny.pt"
-    save_checkpoint(path, STGCN(**cfg), {"model": cfg, "class_names": list("abcde"),
-                                          "normalisation": {"name": "person_centric"}, "window": 16})
-    return path
 
 
 @pytest.fixture
