@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import pickle
 import re
@@ -27,6 +26,7 @@ import torch
 import yaml
 
 from stgcn import load_model
+from tests.stgcn.test_train import rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -106,30 +106,34 @@ def _data_copy(tmp: Path, utd: Path) -> Path:
     return d
 
 
+def _train_argv(tmp: Path, data: Path) -> list:
+    return ["-m", "stgcn.train", write_config(tmp / "c.yaml", data), "--work-dir", tmp / "w", "--device", "cpu"]
+
+
 def train_truncated_npy(tmp, utd, ckpt):
     d = _data_copy(tmp, utd)
     bad = truncate(d / "train_data.npy")
-    return ["-m", "stgcn.train", write_config(tmp / "c.yaml", d), "--work-dir", tmp / "w", "--device", "cpu"], bad
+    return _train_argv(tmp, d), bad
 
 
 def train_garbage_npy(tmp, utd, ckpt):
     d = _data_copy(tmp, utd)
     bad = d / "train_data.npy"
     bad.write_bytes(b"this is not an npy file\n" * 10)
-    return ["-m", "stgcn.train", write_config(tmp / "c.yaml", d), "--work-dir", tmp / "w", "--device", "cpu"], bad
+    return _train_argv(tmp, d), bad
 
 
 def train_truncated_pkl(tmp, utd, ckpt):
     d = _data_copy(tmp, utd)
     bad = truncate(d / "train_label.pkl")
-    return ["-m", "stgcn.train", write_config(tmp / "c.yaml", d), "--work-dir", tmp / "w", "--device", "cpu"], bad
+    return _train_argv(tmp, d), bad
 
 
 def train_wrong_pkl(tmp, utd, ckpt):
     d = _data_copy(tmp, utd)
     bad = d / "val_label.pkl"
     bad.write_bytes(pickle.dumps({"not": "a tuple"}))
-    return ["-m", "stgcn.train", write_config(tmp / "c.yaml", d), "--work-dir", tmp / "w", "--device", "cpu"], bad
+    return _train_argv(tmp, d), bad
 
 
 def eval_truncated_npy(tmp, utd, ckpt):
@@ -280,11 +284,6 @@ def test_bad_file_gives_one_error_line_naming_it(build, debug, utd_subset, check
 
 
 # --------------------------------------------------------------------------- killed training resumes
-
-def rows(work: Path) -> list[dict]:
-    with (work / "metrics.csv").open() as fh:
-        return list(csv.DictReader(fh))
-
 
 def test_training_killed_mid_epoch_resumes_to_the_same_metrics(utd_subset, tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml", utd_subset, epochs=3)
