@@ -1,7 +1,12 @@
 """Serving-side model runner: raw windows in, class probabilities and next frames out.
 
 The same checkpoint config that training wrote decides the normalisation and window, so a
-live stream is prepared exactly as the training data was.
+live stream is prepared exactly as the training data was. The whole step (normalisation,
+network, softmax, the predicted frame back to raw units) runs on the model's device.
+
+The network is :class:`~stgcn.fast.FastSTGCN` (BatchNorms folded, channels-last; bf16 weights
+on CUDA, float32 on the CPU). On CUDA the step is replayed from CUDA graphs over fixed batch
+sizes. ``fast=False`` runs the original module instead (under bf16 autocast on CUDA).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from .transforms import build_transform
 
 log = logging.getLogger(__name__)
 
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` takes CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
@@ -30,7 +37,9 @@ def pick_device(name: str = "auto") -> torch.device:
 class Engine:
     """Batched inference of one checkpoint on raw ``(B, C, W, V, M)`` windows."""
 
-    def __init__(self, weights: str | Path, device: str = "auto", amp: bool = True) -> None:
+    def __init__(self, weights: str | Path, device: str = "auto", amp: bool = True, *,
+                 fast: bool | None = None, graphs: bool | None = None, dtype: str = "bfloat16",
+                 persons: int = 2, window: int | None = None) -> None:
         self.device = pick_device(device)
         self.model = load_model(weights, device=self.device)
         cfg = self.model.config
@@ -40,24 +49,49 @@ class Engine:
         self.num_class = int(model_cfg["num_class"])
         self.class_names = list(cfg.get("class_names") or [str(i) for i in range(self.num_class)])
         self.transform = build_transform(cfg.get("normalisation"), self.layout)
-        self.window = int(cfg.get("window") or 300)
+        self.window = int(window or cfg.get("window") or 300)  # a checkpoint serves any length
         self.channels = int(model_cfg.get("in_channels", 3))
         self.joints = int(self.model.A.shape[-1])
+        self.persons = persons
         self.predicts = self.model.predictor is not None
-        self.amp = amp and self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
+        self.amp = amp and cuda
+        self.fast = True if fast is None else fast
+        self.net = self.model
+        if self.fast:
+            from .fast import FastSTGCN
+
+            self.net = FastSTGCN(self.model, DTYPES[dtype] if cuda else torch.float32)
+        self.runner = None
+        if cuda and (self.fast if graphs is None else graphs):
+            from .fast import GraphedEngine
+
+            try:
+                self.runner = GraphedEngine(self.step, self.sample_shape, self.device)
+                log.info("CUDA graphs captured for batch sizes %s", list(self.runner.batches))
+            except RuntimeError as exc:  # still correct, only slower: say so and run eagerly
+                log.warning("CUDA graph capture failed, running eagerly: %s", str(exc).splitlines()[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int, int]:
+        return (self.channels, self.window, self.joints, self.persons)
 
     @torch.no_grad()
+    def step(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Raw windows on the device -> probabilities (and next frames in raw units)."""
+        x, recent, p, _ = self.transform.prepare(raw)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and not self.fast):
+            out = self.net(x, recent) if self.predicts else (self.net(x),)
+        probs = torch.softmax(out[0].float(), dim=1)
+        if not self.predicts:
+            return (probs,)
+        return probs, self.transform.inverse_frame(out[1].float(), p.center[..., -1, :], p.scale)
+
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units."""
-        x, recent, params, _ = self.transform.prepare(windows)
-        xt = torch.from_numpy(x).to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            if self.predicts:
-                logits, nxt = self.model(xt, torch.from_numpy(recent).to(self.device))
-            else:
-                logits, nxt = self.model(xt), None
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        if nxt is None:
-            return probs, None
-        local = nxt.float().cpu().numpy()
-        return probs, self.transform.inverse_frame(local, params.center[..., -1, :], params.scale)
+        raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        if self.runner is not None and tuple(raw.shape[1:]) == self.sample_shape:
+            out = self.runner(raw)
+        else:
+            out = tuple(o.cpu() for o in self.step(raw.to(self.device, non_blocking=True)))
+        return out[0].numpy(), (out[1].numpy() if self.predicts else None)

@@ -11,16 +11,24 @@ people stay exactly zero, so the model sees the same padding in training and in 
   and how far they are from the camera.
 - ``kinetics``: the original Kinetics-skeleton preprocessing (x, y minus 0.5).
 - ``none``: identity (data already normalised on disk).
+
+The arithmetic is written once, in torch, so the same code normalises training samples (numpy
+arrays in DataLoader workers: numpy in, numpy out) and serving batches (tensors on the GPU).
 """
 
 from __future__ import annotations
 
-import warnings
+import functools
 from dataclasses import dataclass
+from typing import Callable, TypeVar, Union
 
 import numpy as np
+import torch
 
 from .graph import Layout, get_layout
+
+Array = Union[np.ndarray, torch.Tensor]
+F = TypeVar("F", bound=Callable)
 
 # Per layout: center joint, then (a, b-pair) for the torso length: |joint a - mean(pair)|,
 # and a fallback pair whose distance (times a ratio) stands in when the torso is not visible.
@@ -31,19 +39,48 @@ _TORSO = {
 }
 
 
-def present_mask(x: np.ndarray, has_confidence: bool) -> np.ndarray:
+def _tensor(x: Array) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    return torch.from_numpy(np.asarray(x, dtype=np.float32))
+
+
+def _numpy_in_numpy_out(fn: F) -> F:
+    """Numpy arguments in, numpy results out; tensors stay tensors (on their device)."""
+
+    def back(v):
+        if isinstance(v, torch.Tensor):
+            return v.numpy()
+        if isinstance(v, Params):
+            return Params(v.center.numpy(), v.scale.numpy())
+        if isinstance(v, tuple):
+            return tuple(back(u) for u in v)
+        return v
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        as_numpy = any(isinstance(a, np.ndarray) for a in (*args, *kwargs.values()))
+        args = tuple(_tensor(a) if isinstance(a, np.ndarray) else a for a in args)
+        kwargs = {k: _tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+        out = fn(self, *args, **kwargs)
+        return back(out) if as_numpy else out
+
+    return wrapper  # type: ignore[return-value]
+
+
+def present_mask(x: torch.Tensor, has_confidence: bool) -> torch.Tensor:
     """Boolean ``(..., T, V, M)`` mask of joints that are present."""
     if has_confidence:
         return x[..., -1, :, :, :] > 0
-    return np.any(x != 0, axis=-4)
+    return (x != 0).any(dim=-4)
 
 
 @dataclass
 class Params:
     """What a transform did to one window, so a predicted frame can be mapped back."""
 
-    center: np.ndarray  # (..., D, T, M) per-frame center in raw units
-    scale: np.ndarray  # (..., M) per-person scale in raw units
+    center: Array  # (..., D, T, M) per-frame center in raw units
+    scale: Array  # (..., M) per-person scale in raw units
 
 
 class Transform:
@@ -61,31 +98,31 @@ class Transform:
     def coords(self) -> int:
         return self.layout.dims
 
-    def params(self, x: np.ndarray) -> Params:
+    def params(self, x: torch.Tensor) -> Params:
         shape = x.shape
         lead = shape[:-4]
-        center = np.zeros(lead + (self.coords, shape[-3], shape[-1]), np.float32)
-        return Params(center, np.ones(lead + (shape[-1],), np.float32))
+        center = x.new_zeros(lead + (self.coords, shape[-3], shape[-1]))
+        return Params(center, x.new_ones(lead + (shape[-1],)))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Array) -> Array:
         return self.apply(x)[0]
 
-    def apply(self, x: np.ndarray) -> tuple[np.ndarray, Params]:
+    @_numpy_in_numpy_out
+    def apply(self, x: Array) -> tuple[Array, Params]:
         """Normalise ``x`` (..., C, T, V, M); returns a new float32 array and the parameters."""
-        x = np.asarray(x, dtype=np.float32)
-        if self.drop_joints:  # joints the model never saw (e.g. face joints absent from its training data)
-            x = x.copy()
-            x[..., self.drop_joints, :] = 0.0
+        x = x.clone()
+        for j in self.drop_joints:  # joints the model never saw (e.g. face joints absent from its training data)
+            x[..., j, :] = 0.0
         p = self.params(x)
-        out = x.copy()
         mask = present_mask(x, self.has_confidence)[..., None, :, :, :]
         d = self.coords
         coords = (x[..., :d, :, :, :] - p.center[..., :, :, None, :]) / p.scale[..., None, None, None, :]
-        out[..., :d, :, :, :] = np.where(mask, coords, 0.0)
-        return out, p
+        x[..., :d, :, :, :] = torch.where(mask, coords, 0.0)
+        return x, p
 
-    def prepare(self, raw: np.ndarray, next_frame: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, Params, np.ndarray | None]:
+    @_numpy_in_numpy_out
+    def prepare(self, raw: Array, next_frame: Array | None = None
+                ) -> tuple[Array, Array, Params, Array | None]:
         """Everything the model reads for a raw window ``(..., C, T, V, M)`` ending at frame t.
 
         Returns the normalised window, the last two frames in *window-local* coordinates
@@ -95,32 +132,31 @@ class Transform:
         """
         x, p = self.apply(raw)
         ref = p.center[..., :, -1, :]
-        raw = np.asarray(raw, dtype=np.float32)
-        recent = np.stack([self.to_local(raw[..., :, t, :, :], ref, p.scale) for t in (-2, -1)], axis=-3)
+        recent = torch.stack([self.to_local(raw[..., :, t, :, :], ref, p.scale) for t in (-2, -1)], dim=-3)
         target = None if next_frame is None else self.to_local(next_frame, ref, p.scale)
         return x, recent, p, target
 
-    def _frame_mask(self, frame: np.ndarray) -> np.ndarray:
+    def _frame_mask(self, frame: torch.Tensor) -> torch.Tensor:
         if self.has_confidence:
             return frame[..., -1:, :, :] > 0
-        return np.any(frame != 0, axis=-3, keepdims=True)
+        return (frame != 0).any(dim=-3, keepdim=True)
 
-    def to_local(self, frame: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    @_numpy_in_numpy_out
+    def to_local(self, frame: Array, center: Array, scale: Array) -> Array:
         """Raw frame ``(..., C, V, M)`` to local units: minus a ``(..., D, M)`` center, over the scale."""
-        frame = np.asarray(frame, dtype=np.float32)
-        out = frame.copy()
+        out = frame.clone()
         d = self.coords
         local = (frame[..., :d, :, :] - center[..., :, None, :]) / scale[..., None, None, :]
-        out[..., :d, :, :] = np.where(self._frame_mask(frame), local, 0.0)
+        out[..., :d, :, :] = torch.where(self._frame_mask(frame), local, 0.0)
         return out
 
-    def inverse_frame(self, frame: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    @_numpy_in_numpy_out
+    def inverse_frame(self, frame: Array, center: Array, scale: Array) -> Array:
         """Local frame ``(..., C, V, M)`` back to raw units (the inverse of :meth:`to_local`)."""
-        frame = np.asarray(frame, dtype=np.float32)
-        out = frame.copy()
+        out = frame.clone()
         d = self.coords
         raw = frame[..., :d, :, :] * scale[..., None, None, :] + center[..., :, None, :]
-        out[..., :d, :, :] = np.where(self._frame_mask(frame), raw, 0.0)
+        out[..., :d, :, :] = torch.where(self._frame_mask(frame), raw, 0.0)
         return out
 
     def config(self) -> dict:
@@ -135,9 +171,9 @@ class KineticsTransform(Transform):
 
     name = "kinetics"
 
-    def params(self, x: np.ndarray) -> Params:
+    def params(self, x: torch.Tensor) -> Params:
         p = super().params(x)
-        p.center[...] = 0.5
+        p.center.fill_(0.5)
         return p
 
 
@@ -156,43 +192,40 @@ class PersonCentric(Transform):
         self.spec = spec
         self.min_scale = min_scale
 
-    def params(self, x: np.ndarray) -> Params:
+    def params(self, x: torch.Tensor) -> Params:
         d, s = self.coords, self.spec
-        pts = np.moveaxis(x[..., :d, :, :, :], -4, -1)  # (..., T, V, M, D)
+        pts = x[..., :d, :, :, :].movedim(-4, -1)  # (..., T, V, M, D)
         present = present_mask(x, self.has_confidence)  # (..., T, V, M)
 
         # Per-frame center: the center joint, else the mean of the present joints.
         c_ok = present[..., s["center"], :]
-        n = present.sum(axis=-2)
-        mean = (pts * present[..., None]).sum(axis=-3) / np.maximum(n, 1)[..., None]
-        center = np.where(c_ok[..., None], pts[..., s["center"], :, :], mean)  # (..., T, M, D)
+        n = present.sum(dim=-2)
+        mean = (pts * present[..., None]).sum(dim=-3) / n.clamp(min=1)[..., None]
+        center = torch.where(c_ok[..., None], pts[..., s["center"], :, :], mean)  # (..., T, M, D)
+        return Params(center.movedim(-1, -3).contiguous(), self._scale(pts, present))
 
-        scale = self._scale(pts, present)
-        return Params(np.moveaxis(center, -1, -3).astype(np.float32), scale.astype(np.float32))
-
-    def _scale(self, pts: np.ndarray, present: np.ndarray) -> np.ndarray:
+    def _scale(self, pts: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         s = self.spec
         lengths = []
         if s["bottom"] is not None:
             a, (b0, b1) = s["top"], s["bottom"]
             ok = present[..., a, :] & present[..., b0, :] & present[..., b1, :]
-            length = np.linalg.norm(pts[..., a, :, :] - 0.5 * (pts[..., b0, :, :] + pts[..., b1, :, :]), axis=-1)
-            lengths.append(np.where(ok, length, np.nan))
+            length = torch.linalg.vector_norm(pts[..., a, :, :] - 0.5 * (pts[..., b0, :, :] + pts[..., b1, :, :]), dim=-1)
+            lengths.append(length.masked_fill(~ok, float("nan")))
         if s["fallback"] is not None:
             f0, f1 = s["fallback"]
             ok = present[..., f0, :] & present[..., f1, :]
-            length = s["ratio"] * np.linalg.norm(pts[..., f0, :, :] - pts[..., f1, :, :], axis=-1)
-            lengths.append(np.where(ok, length, np.nan))
+            length = s["ratio"] * torch.linalg.vector_norm(pts[..., f0, :, :] - pts[..., f1, :, :], dim=-1)
+            lengths.append(length.masked_fill(~ok, float("nan")))
         if not lengths:
-            return np.ones(pts.shape[:-4] + (pts.shape[-2],))
-        # Median over frames of the torso length; fall back to the shoulder-based estimate.
-        with warnings.catch_warnings():  # all-NaN columns (person never visible) are expected
-            warnings.simplefilter("ignore", RuntimeWarning)
-            est = [np.nanmedian(length, axis=-2) for length in lengths]
+            return pts.new_ones(pts.shape[:-4] + (pts.shape[-2],))
+        # Median over frames of the torso length (NaN where never visible); fall back to the
+        # shoulder-based estimate, then to 1.
+        est = [torch.nanquantile(length, 0.5, dim=-2) for length in lengths]
         scale = est[0]
         for alt in est[1:]:
-            scale = np.where(np.isfinite(scale) & (scale > self.min_scale), scale, alt)
-        return np.where(np.isfinite(scale) & (scale > self.min_scale), scale, 1.0)
+            scale = torch.where(torch.isfinite(scale) & (scale > self.min_scale), scale, alt)
+        return torch.where(torch.isfinite(scale) & (scale > self.min_scale), scale, 1.0)
 
 
 TRANSFORMS = {"none": Transform, "kinetics": KineticsTransform, "person_centric": PersonCentric}

@@ -1,0 +1,185 @@
+"""Inference-only ST-GCN: the same weights, rearranged for GPU throughput.
+
+``FastSTGCN`` computes exactly the eval-mode function of an :class:`~stgcn.model.STGCN`:
+
+- every BatchNorm is folded into the convolution before it (the graph BN into the graph
+  convolution's weights and a per-joint bias), so a block is two convolutions, one graph
+  aggregation and two fused ReLUs;
+- activations stay channels-last, ``(N*M, T, V, C)`` in memory, where the graph aggregation
+  over joints is a batched matrix product with no permutes or copies: each frame's
+  ``(V*K, C)`` slice of the graph convolution's output times the ``(V, V*K)`` adjacency;
+- weights are cast once to bf16 (or fp16).
+
+:class:`GraphedEngine` wraps a whole serving step (normalisation, model, softmax, the
+predicted frame back to raw units) in CUDA graphs captured for a few fixed batch sizes,
+fed from pinned host buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import STGCN, STGCNBlock
+
+log = logging.getLogger(__name__)
+
+GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``x * scale + shift``."""
+    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    return scale, shift
+
+
+class FastBlock(nn.Module):
+    """One ST-GCN block with its BatchNorms folded; input and output channels-last."""
+
+    def __init__(self, block: STGCNBlock, A: torch.Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        A = A.double()  # (K, V, V), edge importance applied
+        k, v, _ = A.shape
+        conv = block.gcn.conv
+        c = conv.out_channels // k
+        s1, h1 = _bn_affine(block.tcn[0])
+        w = conv.weight.double()[:, :, 0, 0].view(k, c, -1) * s1[None, :, None]
+        self.k, self.c = k, c
+        self.register_buffer("w_gcn", w.reshape(k * c, -1, 1, 1).to(dtype).contiguous(memory_format=torch.channels_last))
+        # Rows (v, k) of a frame's conv output, aggregated to joint w: a2[w, v*K + k] = A[k, v, w].
+        self.register_buffer("a2", A.permute(2, 1, 0).reshape(v, v * k).to(dtype))
+        b = conv.bias.double().view(k, c) if conv.bias is not None else torch.zeros(k, c, dtype=torch.float64)
+        bias = s1[None, :] * torch.einsum("kc,kw->wc", b, A.sum(dim=1)) + h1[None, :]  # (W, C)
+        self.register_buffer("b_gcn", bias.to(dtype))
+        tconv = block.tcn[2]
+        s2, h2 = _bn_affine(block.tcn[3])
+        self.stride = tconv.stride[0]
+        self.pad = tconv.padding[0]
+        self.register_buffer("w_tcn", (tconv.weight.double() * s2[:, None, None, None]).to(dtype)
+                             .contiguous(memory_format=torch.channels_last))
+        self.register_buffer("b_tcn", (tconv.bias.double() * s2 + h2).to(dtype))
+        self.residual = "none" if block.residual is None else (
+            "identity" if isinstance(block.residual, nn.Identity) else "conv")
+        if self.residual == "conv":
+            rconv, rbn = block.residual
+            sr, hr = _bn_affine(rbn)
+            self.register_buffer("w_res", (rconv.weight.double() * sr[:, None, None, None]).to(dtype)
+                                 .contiguous(memory_format=torch.channels_last))
+            self.register_buffer("b_res", (rconv.bias.double() * sr + hr).to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nm, _, t, v = x.shape
+        y = F.conv2d(x, self.w_gcn)  # (NM, K*C, T, V), channels-last
+        y = y.permute(0, 2, 3, 1).reshape(nm * t, v * self.k, self.c)  # a view: per frame (V*K, C)
+        g = torch.relu(torch.matmul(self.a2, y) + self.b_gcn)  # (NM*T, V, C)
+        g = g.view(nm, t, v, self.c).permute(0, 3, 1, 2)  # (NM, C, T, V), channels-last
+        out = F.conv2d(g, self.w_tcn, self.b_tcn, stride=(self.stride, 1), padding=(self.pad, 0))
+        if self.residual == "identity":
+            out = out + x
+        elif self.residual == "conv":
+            out = out + F.conv2d(x, self.w_res, self.b_res, stride=(self.stride, 1))
+        return torch.relu(out)
+
+
+class FastSTGCN(nn.Module):
+    """The eval-mode function of ``model`` (logits, and the next frame with a predictor head)."""
+
+    def __init__(self, model: STGCN, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        model = model.eval()
+        self.dtype = dtype
+        v = model.A.shape[-1]
+        s, h = _bn_affine(model.data_bn)  # channels indexed v * C + c
+        c = s.numel() // v
+        self.register_buffer("in_scale", s.view(v, c).t().contiguous().view(1, c, 1, v, 1).float())
+        self.register_buffer("in_shift", h.view(v, c).t().contiguous().view(1, c, 1, v, 1).float())
+        with torch.no_grad():
+            self.blocks = nn.ModuleList(
+                FastBlock(block, model.A * imp, dtype)
+                for block, imp in zip(model.st_gcn_networks, model.edge_importance))
+            self.fcn = nn.Linear(model.fcn.in_channels, model.fcn.out_channels).to(model.A.device)
+            self.fcn.weight.copy_(model.fcn.weight[:, :, 0, 0])
+            self.fcn.bias.copy_(model.fcn.bias)
+        self.predictor = None
+        if model.predictor is not None:
+            import copy
+
+            self.predictor = copy.deepcopy(model.predictor).eval().to(dtype)
+
+    def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x`` float32 ``(N, C, T, V, M)``; returns float32 logits (and next frame)."""
+        n, c, t, v, m = x.shape
+        x = x * self.in_scale + self.in_shift
+        # (N, C, T, V, M) -> (N*M, C, T, V) stored channels-last, i.e. (N, M, T, V, C) in memory.
+        h = x.permute(0, 4, 2, 3, 1).to(self.dtype).reshape(n * m, t, v, c).permute(0, 3, 1, 2)
+        for block in self.blocks:
+            h = block(h)
+        pooled = h.float().mean(dim=(2, 3)).view(n, m, -1).mean(dim=1)
+        logits = self.fcn(pooled)
+        if recent is None:
+            return logits
+        if self.predictor is None:
+            raise RuntimeError("this model has no next-frame predictor head")
+        last = h[:, :, -1].contiguous()  # (N*M, 256, V)
+        return logits, self.predictor(last, recent)
+
+
+class GraphedEngine:
+    """A serving step ``fn(raw windows) -> outputs`` replayed from CUDA graphs.
+
+    One graph per batch size in ``batches``; a batch is padded up to the next size. Inputs go
+    through a pinned host buffer and one non-blocking copy; outputs come back the same way.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], sample_shape: tuple[int, ...],
+                 device: torch.device, batches: tuple[int, ...] = GRAPH_BATCHES, warmup: int = 2) -> None:
+        self.fn, self.device = fn, device
+        self.batches = tuple(sorted(batches))
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...],
+                                     torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        stream = torch.cuda.Stream(device)
+        for b in sorted(self.batches, reverse=True):  # largest first: the smaller ones reuse its pool
+            static_in = torch.zeros((b, *sample_shape), device=device)
+            static_in[:, -1] = 1.0  # present joints, so warm-up takes the ordinary path
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(warmup):
+                    fn(static_in)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                static_out = fn(static_in)
+            pinned_in = torch.empty(static_in.shape, pin_memory=True)
+            pinned_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in static_out)
+            self.graphs[b] = (graph, static_in, static_out, pinned_in, pinned_out)
+        self.done = torch.cuda.Event()
+
+    def size_for(self, n: int) -> int:
+        return next((b for b in self.batches if b >= n), self.batches[-1])
+
+    def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Host float32 windows ``(n, *sample_shape)`` -> host outputs (each ``(n, ...)``)."""
+        n = windows.shape[0]
+        if n > self.batches[-1]:
+            parts = [self(windows[i:i + self.batches[-1]]) for i in range(0, n, self.batches[-1])]
+            return tuple(torch.cat(p) for p in zip(*parts))
+        graph, static_in, static_out, pinned_in, pinned_out = self.graphs[self.size_for(n)]
+        pinned_in[:n].copy_(windows)
+        static_in[:n].copy_(pinned_in[:n], non_blocking=True)
+        graph.replay()
+        for host, dev in zip(pinned_out, static_out):
+            host[:n].copy_(dev[:n], non_blocking=True)
+        self.done.record()
+        self.done.synchronize()
+        return tuple(host[:n].clone() for host in pinned_out)
