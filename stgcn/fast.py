@@ -3,11 +3,14 @@
 ``FastSTGCN`` computes exactly the eval-mode function of an :class:`~stgcn.model.STGCN`:
 
 - every BatchNorm is folded into the convolution before it (the graph BN into the graph
-  convolution's weights and a per-joint bias), so a block is two convolutions, one graph
-  aggregation and two fused ReLUs;
-- activations stay channels-last, ``(N*M, T, V, C)`` in memory, where the graph aggregation
-  over joints is a batched matrix product with no permutes or copies: each frame's
-  ``(V*K, C)`` slice of the graph convolution's output times the ``(V, V*K)`` adjacency;
+  convolution's weights and a per-joint bias, the residual BN into the residual conv);
+- activations are joint-major and channels-last, ``(V, N*M, T, C)`` in memory. Then the
+  graph convolution is K plain matrix products ``(V*N*M*T, C_in) @ (C_in, C)`` whose outputs,
+  stacked, are one ``(K*V, N*M*T*C)`` matrix, and the aggregation over joints is one more
+  matrix product by the ``(V, K*V)`` adjacency: no permutes, no copies, no batched tiny
+  matrices; the temporal convolution sees an NHWC tensor ``(V, C, N*M, T)`` and a (1, 9) kernel;
+- on CUDA the temporal convolution, its bias, the residual and the ReLU are one cuDNN call
+  (``cudnn_convolution_add_relu``), and the graph bias and ReLU one fused kernel;
 - weights are cast once to bf16 (or fp16).
 
 :class:`GraphedEngine` wraps a whole serving step (normalisation, model, softmax, the
@@ -17,6 +20,7 @@ fed from pinned host buffers.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Callable
 
@@ -42,8 +46,41 @@ def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch
     return scale, shift
 
 
+def _bias_relu(g: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.relu(g + bias)
+
+
+def _conv_add_relu(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, z: torch.Tensor | None,
+                   stride: int, pad: int) -> torch.Tensor:
+    """``relu(conv(x) + bias + z)``: one cuDNN call on CUDA."""
+    if x.is_cuda:
+        args = ((1, stride), (0, pad), (1, 1), 1)
+        if z is None:
+            return torch.cudnn_convolution_relu(x, w, bias, *args)
+        return torch.cudnn_convolution_add_relu(x, w, z, 1.0, bias, *args)
+    out = F.conv2d(x, w, bias, stride=(1, stride), padding=(0, pad))
+    return torch.relu(out if z is None else out + z)
+
+
+class Fused:
+    """The elementwise pieces, compiled into single kernels on CUDA when Triton is there."""
+
+    bias_relu = staticmethod(_bias_relu)
+
+    @classmethod
+    def enable(cls) -> bool:
+        if cls.bias_relu is not _bias_relu:
+            return True
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        cls.bias_relu = staticmethod(torch.compile(_bias_relu, dynamic=True, fullgraph=True))
+        return True
+
+
 class FastBlock(nn.Module):
-    """One ST-GCN block with its BatchNorms folded; input and output channels-last."""
+    """One ST-GCN block with its BatchNorms folded; activations ``(V, N*M, T, C)``."""
 
     def __init__(self, block: STGCNBlock, A: torch.Tensor, dtype: torch.dtype) -> None:
         super().__init__()
@@ -52,47 +89,52 @@ class FastBlock(nn.Module):
         conv = block.gcn.conv
         c = conv.out_channels // k
         s1, h1 = _bn_affine(block.tcn[0])
-        w = conv.weight.double()[:, :, 0, 0].view(k, c, -1) * s1[None, :, None]
+        w = conv.weight.double()[:, :, 0, 0].view(k, c, -1) * s1[None, :, None]  # (K, C, C_in)
         self.k, self.c = k, c
-        self.register_buffer("w_gcn", w.reshape(k * c, -1, 1, 1).to(dtype).contiguous(memory_format=torch.channels_last))
-        # Rows (v, k) of a frame's conv output, aggregated to joint w: a2[w, v*K + k] = A[k, v, w].
-        self.register_buffer("a2", A.permute(2, 1, 0).reshape(v, v * k).to(dtype))
+        self.register_buffer("w_gcn", w.transpose(1, 2).to(dtype).contiguous())  # (K, C_in, C)
+        # Rows (k, v) of the stacked graph-conv outputs, aggregated to joint w: a2[w, k*V + v] = A[k, v, w].
+        self.register_buffer("a2", A.permute(2, 0, 1).reshape(v, k * v).to(dtype).contiguous())
         b = conv.bias.double().view(k, c) if conv.bias is not None else torch.zeros(k, c, dtype=torch.float64)
         bias = s1[None, :] * torch.einsum("kc,kw->wc", b, A.sum(dim=1)) + h1[None, :]  # (W, C)
-        self.register_buffer("b_gcn", bias.to(dtype))
+        self.register_buffer("b_gcn", bias[:, None, :].to(dtype))
         tconv = block.tcn[2]
         s2, h2 = _bn_affine(block.tcn[3])
-        self.stride = tconv.stride[0]
-        self.pad = tconv.padding[0]
-        self.register_buffer("w_tcn", (tconv.weight.double() * s2[:, None, None, None]).to(dtype)
-                             .contiguous(memory_format=torch.channels_last))
-        self.register_buffer("b_tcn", (tconv.bias.double() * s2 + h2).to(dtype))
+        self.stride, self.pad = tconv.stride[0], tconv.padding[0]
+        w_tcn = tconv.weight.double() * s2[:, None, None, None]
+        b_tcn = tconv.bias.double() * s2 + h2
         self.residual = "none" if block.residual is None else (
             "identity" if isinstance(block.residual, nn.Identity) else "conv")
         if self.residual == "conv":
             rconv, rbn = block.residual
             sr, hr = _bn_affine(rbn)
-            self.register_buffer("w_res", (rconv.weight.double() * sr[:, None, None, None]).to(dtype)
+            self.register_buffer("w_res", (rconv.weight.double() * sr[:, None, None, None]).transpose(2, 3).to(dtype)
                                  .contiguous(memory_format=torch.channels_last))
-            self.register_buffer("b_res", (rconv.bias.double() * sr + hr).to(dtype))
+            b_tcn = b_tcn + rconv.bias.double() * sr + hr  # one bias for both branches
+        self.register_buffer("w_tcn", w_tcn.transpose(2, 3).to(dtype).contiguous(memory_format=torch.channels_last))
+        self.register_buffer("b_tcn", b_tcn.to(dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nm, _, t, v = x.shape
-        y = F.conv2d(x, self.w_gcn)  # (NM, K*C, T, V), channels-last
-        y = y.permute(0, 2, 3, 1).reshape(nm * t, v * self.k, self.c)  # a view: per frame (V*K, C)
-        g = torch.relu(torch.matmul(self.a2, y) + self.b_gcn)  # (NM*T, V, C)
-        g = g.view(nm, t, v, self.c).permute(0, 3, 1, 2)  # (NM, C, T, V), channels-last
-        out = F.conv2d(g, self.w_tcn, self.b_tcn, stride=(self.stride, 1), padding=(self.pad, 0))
-        if self.residual == "identity":
-            out = out + x
-        elif self.residual == "conv":
-            out = out + F.conv2d(x, self.w_res, self.b_res, stride=(self.stride, 1))
-        return torch.relu(out)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        v, nm, t, c_in = h.shape
+        rows = v * nm * t
+        y = h.new_empty(self.k, rows, self.c)
+        for k in range(self.k):
+            torch.mm(h.view(rows, c_in), self.w_gcn[k], out=y[k])
+        g = torch.mm(self.a2, y.view(self.k * v, nm * t * self.c)).view(v, nm * t, self.c)
+        g = Fused.bias_relu(g, self.b_gcn)
+        # NHWC views (V, C, N*M, T): the temporal conv is a (1, 9) kernel along T.
+        g = g.view(v, nm, t, self.c).permute(0, 3, 1, 2)
+        x = h.permute(0, 3, 1, 2)
+        z = {"none": None, "identity": x}.get(self.residual)
+        if self.residual == "conv":
+            z = F.conv2d(x, self.w_res, None, stride=(1, self.stride))
+        out = _conv_add_relu(g, self.w_tcn, self.b_tcn, z, self.stride, self.pad)
+        return out.permute(0, 2, 3, 1).contiguous()  # a view when cuDNN kept NHWC
 
 
 class FastSTGCN(nn.Module):
     """The eval-mode function of ``model`` (logits, and the next frame with a predictor head)."""
 
+    @torch.no_grad()
     def __init__(self, model: STGCN, dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
         model = model.eval()
@@ -102,35 +144,33 @@ class FastSTGCN(nn.Module):
         c = s.numel() // v
         self.register_buffer("in_scale", s.view(v, c).t().contiguous().view(1, c, 1, v, 1).float())
         self.register_buffer("in_shift", h.view(v, c).t().contiguous().view(1, c, 1, v, 1).float())
-        with torch.no_grad():
-            self.blocks = nn.ModuleList(
-                FastBlock(block, model.A * imp, dtype)
-                for block, imp in zip(model.st_gcn_networks, model.edge_importance))
-            self.fcn = nn.Linear(model.fcn.in_channels, model.fcn.out_channels).to(model.A.device)
-            self.fcn.weight.copy_(model.fcn.weight[:, :, 0, 0])
-            self.fcn.bias.copy_(model.fcn.bias)
+        self.blocks = nn.ModuleList(FastBlock(block, model.A * imp, dtype)
+                                    for block, imp in zip(model.st_gcn_networks, model.edge_importance))
+        self.fcn = nn.Linear(model.fcn.in_channels, model.fcn.out_channels).to(model.A.device)
+        self.fcn.weight.copy_(model.fcn.weight[:, :, 0, 0])
+        self.fcn.bias.copy_(model.fcn.bias)
         self.predictor = None
         if model.predictor is not None:
-            import copy
-
             self.predictor = copy.deepcopy(model.predictor).eval().to(dtype)
+        self.requires_grad_(False)  # inference only
+        if model.A.is_cuda:
+            Fused.enable()
 
     def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x`` float32 ``(N, C, T, V, M)``; returns float32 logits (and next frame)."""
+        if recent is not None and self.predictor is None:
+            raise RuntimeError("this model has no next-frame predictor head")
         n, c, t, v, m = x.shape
         x = x * self.in_scale + self.in_shift
-        # (N, C, T, V, M) -> (N*M, C, T, V) stored channels-last, i.e. (N, M, T, V, C) in memory.
-        h = x.permute(0, 4, 2, 3, 1).to(self.dtype).reshape(n * m, t, v, c).permute(0, 3, 1, 2)
+        h = x.permute(3, 0, 4, 2, 1).to(self.dtype).reshape(v, n * m, t, c).contiguous()  # (V, N*M, T, C)
         for block in self.blocks:
             h = block(h)
-        pooled = h.float().mean(dim=(2, 3)).view(n, m, -1).mean(dim=1)
+        pooled = h.float().mean(dim=(0, 2)).view(n, m, -1).mean(dim=1)
         logits = self.fcn(pooled)
         if recent is None:
             return logits
-        if self.predictor is None:
-            raise RuntimeError("this model has no next-frame predictor head")
-        last = h[:, :, -1].contiguous()  # (N*M, 256, V)
+        last = h[:, :, -1].permute(1, 2, 0).contiguous()  # (N*M, 256, V)
         return logits, self.predictor(last, recent)
 
 

@@ -1,0 +1,72 @@
+"""The serving network (BN folded, joint-major, reduced precision) computes the original's function."""
+
+import numpy as np
+import pytest
+import torch
+
+from stgcn import STGCN, DEFAULT_WEIGHTS
+from stgcn.engine import Engine
+from stgcn.fast import FastSTGCN
+from tests.stgcn.test_model import randomized_state, realistic_batch, rel_err
+
+
+def _model(layout: str, num_class: int, seed: int, predictor: bool = False) -> STGCN:
+    model = STGCN(3, num_class, {"layout": layout, "strategy": "spatial"}, predictor=predictor, coords=2)
+    state = randomized_state(layout, num_class, seed)
+    if predictor:
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("predictor")})
+        torch.nn.init.normal_(model.predictor.net[-1].weight, std=0.1)
+        state["predictor.net.5.weight"] = model.predictor.net[-1].weight.detach().clone()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@pytest.mark.parametrize("layout,joints,num_class,t", [("openpose", 18, 400, 64), ("ntu-rgb+d", 25, 60, 45)])
+def test_float32_matches_the_original_with_trained_statistics(layout, joints, num_class, t):
+    model = _model(layout, num_class, seed=3)
+    x = realistic_batch(joints, t, seed=4)
+    fast = FastSTGCN(model, torch.float32)
+    with torch.no_grad():
+        assert rel_err(fast(x), model(x)) < 1e-5
+        assert rel_err(fast(x[:1]), model(x[:1])) < 1e-5  # batch 1: no copy hides a stride mix-up
+
+
+def test_predictor_head_and_bf16_within_1e_2():
+    model = _model("openpose", 27, seed=5, predictor=True)
+    x = realistic_batch(18, 48, seed=6)
+    recent = torch.randn(3, 3, 2, 18, 2)
+    with torch.no_grad():
+        ref_logits, ref_next = model(x, recent)
+        logits, nxt = FastSTGCN(model, torch.float32)(x, recent)
+        assert rel_err(logits, ref_logits) < 1e-5 and rel_err(nxt, ref_next) < 1e-5
+        logits, nxt = FastSTGCN(model, torch.bfloat16)(x, recent)
+    assert logits.dtype == torch.float32 and nxt.dtype == torch.float32
+    assert rel_err(logits, ref_logits) < 1e-2 and rel_err(nxt, ref_next) < 1e-2
+    with pytest.raises(RuntimeError, match="no next-frame predictor"):
+        FastSTGCN(_model("openpose", 27, seed=5))(x, recent)
+
+
+def test_engine_fast_path_matches_the_original_module():
+    rng = np.random.default_rng(0)
+    windows = np.zeros((4, 3, 128, 18, 2), np.float32)
+    windows[:, :2, :, :, 0] = rng.uniform(0.3, 0.7, (4, 2, 128, 18))
+    windows[:, 2, :, :14, 0] = 0.9
+    windows[1, :, :40] = 0  # a stream that started 40 frames ago
+    fast, slow = Engine(DEFAULT_WEIGHTS, "cpu"), Engine(DEFAULT_WEIGHTS, "cpu", fast=False)
+    (p1, n1), (p2, n2) = fast(windows), slow(windows)
+    assert np.abs(p1 - p2).max() < 1e-5
+    assert np.abs(n1 - n2).max() < 1e-5
+    assert (n1[:, 2] == windows[:, 2, -1]).all()  # confidences carried over, absent joints stay absent
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_replay_the_eager_step():
+    engine = Engine(DEFAULT_WEIGHTS, "cuda")
+    assert engine.runner is not None
+    rng = np.random.default_rng(1)
+    for b in (1, 3, 17):
+        windows = rng.uniform(0.2, 0.8, (b, 3, engine.window, 18, 2)).astype(np.float32)
+        probs, nxt = engine(windows)
+        ref = engine.step(torch.from_numpy(windows).cuda())
+        assert np.abs(probs - ref[0].cpu().numpy()).max() < 1e-4
+        assert np.abs(nxt - ref[1].cpu().numpy()).max() < 1e-4
