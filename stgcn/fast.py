@@ -6,11 +6,12 @@
   convolution's weights and a per-joint bias, the residual BN into the residual conv);
 - activations are joint-major and channels-last, ``(V, N*M, T, C)`` in memory. Then the
   graph convolution is K plain matrix products ``(V*N*M*T, C_in) @ (C_in, C)`` whose outputs,
-  stacked, are one ``(K*V, N*M*T*C)`` matrix, and the aggregation over joints is one more
-  matrix product by the ``(V, K*V)`` adjacency: no permutes, no copies, no batched tiny
-  matrices; the temporal convolution sees an NHWC tensor ``(V, C, N*M, T)`` and a (1, 9) kernel;
+  stacked, are one ``(K*V, N*M*T*C)`` matrix, and the aggregation over joints, bias included,
+  is one more matrix product by the ``(V, K*V + K+1)`` adjacency: no permutes, no copies, no
+  batched tiny matrices; the temporal convolution sees an NHWC tensor ``(V, C, N*M, T)`` and
+  a (1, 9) kernel;
 - on CUDA the temporal convolution, its bias, the residual and the ReLU are one cuDNN call
-  (``cudnn_convolution_add_relu``), and the graph bias and ReLU one fused kernel;
+  (``cudnn_convolution_add_relu``);
 - weights are cast once to bf16 (or fp16).
 
 :class:`GraphedEngine` wraps a whole serving step (normalisation, model, softmax, the
@@ -46,10 +47,6 @@ def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch
     return scale, shift
 
 
-def _bias_relu(g: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return torch.relu(g + bias)
-
-
 def _conv_add_relu(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, z: torch.Tensor | None,
                    stride: int, pad: int) -> torch.Tensor:
     """``relu(conv(x) + bias + z)``: one cuDNN call on CUDA."""
@@ -60,23 +57,6 @@ def _conv_add_relu(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, z: torc
         return torch.cudnn_convolution_add_relu(x, w, z, 1.0, bias, *args)
     out = F.conv2d(x, w, bias, stride=(1, stride), padding=(0, pad))
     return torch.relu(out if z is None else out + z)
-
-
-class Fused:
-    """The elementwise pieces, compiled into single kernels on CUDA when Triton is there."""
-
-    bias_relu = staticmethod(_bias_relu)
-
-    @classmethod
-    def enable(cls) -> bool:
-        if cls.bias_relu is not _bias_relu:
-            return True
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False
-        cls.bias_relu = staticmethod(torch.compile(_bias_relu, dynamic=True, fullgraph=True))
-        return True
 
 
 class FastBlock(nn.Module):
@@ -92,11 +72,21 @@ class FastBlock(nn.Module):
         w = conv.weight.double()[:, :, 0, 0].view(k, c, -1) * s1[None, :, None]  # (K, C, C_in)
         self.k, self.c = k, c
         self.register_buffer("w_gcn", w.transpose(1, 2).to(dtype).contiguous())  # (K, C_in, C)
-        # Rows (k, v) of the stacked graph-conv outputs, aggregated to joint w: a2[w, k*V + v] = A[k, v, w].
-        self.register_buffer("a2", A.permute(2, 0, 1).reshape(v, k * v).to(dtype).contiguous())
+        # The graph bias, s1[c] * sum_k b_k[c] * colsum(A_k)[w] + h1[c], has rank K+1 over (w, c):
+        # K+1 constant rows beta_j[c] appended to the stacked conv outputs, with coefficients
+        # alpha_j[w] in the adjacency matrix, add it inside the aggregation product.
         b = conv.bias.double().view(k, c) if conv.bias is not None else torch.zeros(k, c, dtype=torch.float64)
-        bias = s1[None, :] * torch.einsum("kc,kw->wc", b, A.sum(dim=1)) + h1[None, :]  # (W, C)
-        self.register_buffer("b_gcn", bias[:, None, :].to(dtype))
+        alpha = torch.cat([A.sum(dim=1), torch.ones(1, v, dtype=torch.float64, device=A.device)])  # (K+1, W)
+        beta = torch.cat([s1[None, :] * b, h1[None, :]])  # (K+1, C)
+        self.register_buffer("beta", beta[:, None, :].to(dtype))
+        # Rows (k, v) then the bias rows, aggregated to joint w: a2[w, k*V + v] = A[k, v, w]. The
+        # row length is padded to a multiple of 8 so that cuBLAS gets 16-byte aligned rows.
+        rows = k * v + k + 1
+        a2 = torch.zeros(v, -(-rows // 8) * 8, dtype=torch.float64, device=A.device)
+        a2[:, : k * v] = A.permute(2, 0, 1).reshape(v, k * v)
+        a2[:, k * v: rows] = alpha.t()
+        self.register_buffer("a2", a2.to(dtype))
+        self.rows = rows
         tconv = block.tcn[2]
         s2, h2 = _bn_affine(block.tcn[3])
         self.stride, self.pad = tconv.stride[0], tconv.padding[0]
@@ -107,20 +97,21 @@ class FastBlock(nn.Module):
         if self.residual == "conv":
             rconv, rbn = block.residual
             sr, hr = _bn_affine(rbn)
-            self.register_buffer("w_res", (rconv.weight.double() * sr[:, None, None, None]).transpose(2, 3).to(dtype)
-                                 .contiguous(memory_format=torch.channels_last))
+            w_res = (rconv.weight.double() * sr[:, None, None, None]).transpose(2, 3)
+            self.register_buffer("w_res", w_res.to(dtype).contiguous(memory_format=torch.channels_last))
             b_tcn = b_tcn + rconv.bias.double() * sr + hr  # one bias for both branches
         self.register_buffer("w_tcn", w_tcn.transpose(2, 3).to(dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("b_tcn", b_tcn.to(dtype))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         v, nm, t, c_in = h.shape
-        rows = v * nm * t
-        y = h.new_empty(self.k, rows, self.c)
+        n = nm * t * self.c
+        y = h.new_empty(self.rows, n)  # rows (k, v), then the bias rows
+        stacked = y[: self.k * v].view(self.k, v * nm * t, self.c)
         for k in range(self.k):
-            torch.mm(h.view(rows, c_in), self.w_gcn[k], out=y[k])
-        g = torch.mm(self.a2, y.view(self.k * v, nm * t * self.c)).view(v, nm * t, self.c)
-        g = Fused.bias_relu(g, self.b_gcn)
+            torch.mm(h.view(v * nm * t, c_in), self.w_gcn[k], out=stacked[k])
+        y[self.k * v:].view(self.k + 1, nm * t, self.c).copy_(self.beta)
+        g = torch.mm(self.a2[:, : self.rows], y).relu_()  # (W, N*M*T*C), bias included
         # NHWC views (V, C, N*M, T): the temporal conv is a (1, 9) kernel along T.
         g = g.view(v, nm, t, self.c).permute(0, 3, 1, 2)
         x = h.permute(0, 3, 1, 2)
@@ -153,8 +144,6 @@ class FastSTGCN(nn.Module):
         if model.predictor is not None:
             self.predictor = copy.deepcopy(model.predictor).eval().to(dtype)
         self.requires_grad_(False)  # inference only
-        if model.A.is_cuda:
-            Fused.enable()
 
     def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
