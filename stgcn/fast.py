@@ -6,10 +6,10 @@
   convolution's weights and a per-joint bias, the residual BN into the residual conv);
 - activations are joint-major and channels-last, ``(V, N*M, T, C)`` in memory. Then the
   graph convolution is K plain matrix products ``(V*N*M*T, C_in) @ (C_in, C)`` whose outputs,
-  stacked, are one ``(K*V, N*M*T*C)`` matrix, and the aggregation over joints, bias included,
-  is one more matrix product by the ``(V, K*V + K+1)`` adjacency: no permutes, no copies, no
-  batched tiny matrices; the temporal convolution sees an NHWC tensor ``(V, C, N*M, T)`` and
-  a (1, 9) kernel;
+  stacked, are one ``(K*V, N*M*T*C)`` matrix, and the aggregation over joints is one more
+  product by the ``(V, K*V)`` adjacency, with the graph bias and ReLU (:mod:`stgcn.aggregate`,
+  one Triton kernel on CUDA): no permutes, no copies, no batched tiny matrices; the temporal
+  convolution sees an NHWC tensor ``(V, C, N*M, T)`` and a (1, 9) kernel;
 - on CUDA the temporal convolution, its bias, the residual and the ReLU are one cuDNN call
   (``cudnn_convolution_add_relu``);
 - weights are cast once to bf16 (or fp16).
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .aggregate import aggregate
 from .model import STGCN, STGCNBlock
 
 log = logging.getLogger(__name__)
@@ -72,21 +73,11 @@ class FastBlock(nn.Module):
         w = conv.weight.double()[:, :, 0, 0].view(k, c, -1) * s1[None, :, None]  # (K, C, C_in)
         self.k, self.c = k, c
         self.register_buffer("w_gcn", w.transpose(1, 2).to(dtype).contiguous())  # (K, C_in, C)
-        # The graph bias, s1[c] * sum_k b_k[c] * colsum(A_k)[w] + h1[c], has rank K+1 over (w, c):
-        # K+1 constant rows beta_j[c] appended to the stacked conv outputs, with coefficients
-        # alpha_j[w] in the adjacency matrix, add it inside the aggregation product.
         b = conv.bias.double().view(k, c) if conv.bias is not None else torch.zeros(k, c, dtype=torch.float64)
-        alpha = torch.cat([A.sum(dim=1), torch.ones(1, v, dtype=torch.float64, device=A.device)])  # (K+1, W)
-        beta = torch.cat([s1[None, :] * b, h1[None, :]])  # (K+1, C)
-        self.register_buffer("beta", beta[:, None, :].to(dtype))
-        # Rows (k, v) then the bias rows, aggregated to joint w: a2[w, k*V + v] = A[k, v, w]. The
-        # row length is padded to a multiple of 8 so that cuBLAS gets 16-byte aligned rows.
-        rows = k * v + k + 1
-        a2 = torch.zeros(v, -(-rows // 8) * 8, dtype=torch.float64, device=A.device)
-        a2[:, : k * v] = A.permute(2, 0, 1).reshape(v, k * v)
-        a2[:, k * v: rows] = alpha.t()
-        self.register_buffer("a2", a2.to(dtype))
-        self.rows = rows
+        bias = s1[None, :] * torch.einsum("kc,kw->wc", b, A.sum(dim=1)) + h1[None, :]  # (W, C)
+        self.register_buffer("b_gcn", bias.float())
+        # Rows (k, v) of the stacked conv outputs, aggregated to joint w: a2[w, k*V + v] = A[k, v, w].
+        self.register_buffer("a2", A.permute(2, 0, 1).reshape(v, k * v).to(dtype).contiguous())
         tconv = block.tcn[2]
         s2, h2 = _bn_affine(block.tcn[3])
         self.stride, self.pad = tconv.stride[0], tconv.padding[0]
@@ -105,13 +96,10 @@ class FastBlock(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         v, nm, t, c_in = h.shape
-        n = nm * t * self.c
-        y = h.new_empty(self.rows, n)  # rows (k, v), then the bias rows
-        stacked = y[: self.k * v].view(self.k, v * nm * t, self.c)
+        y = h.new_empty(self.k, v * nm * t, self.c)  # stacked: rows (k, v) of N*M*T*C values
         for k in range(self.k):
-            torch.mm(h.view(v * nm * t, c_in), self.w_gcn[k], out=stacked[k])
-        y[self.k * v:].view(self.k + 1, nm * t, self.c).copy_(self.beta)
-        g = torch.mm(self.a2[:, : self.rows], y).relu_()  # (W, N*M*T*C), bias included
+            torch.mm(h.view(v * nm * t, c_in), self.w_gcn[k], out=y[k])
+        g = aggregate(self.a2, y.view(self.k * v, nm * t * self.c), self.b_gcn)  # (W, N*M*T*C)
         # NHWC views (V, C, N*M, T): the temporal conv is a (1, 9) kernel along T.
         g = g.view(v, nm, t, self.c).permute(0, 3, 1, 2)
         x = h.permute(0, 3, 1, 2)

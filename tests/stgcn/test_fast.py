@@ -71,3 +71,16 @@ def test_cuda_graphs_replay_the_eager_step():
         # bf16 at another batch size (graphs run padded batches): rounding, not a different function
         assert np.abs(probs - ref[0].cpu().numpy()).max() < 5e-3
         assert np.abs(nxt - ref[1].cpu().numpy()).max() < 5e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("w,j,c,rows", [(18, 54, 64, 1000), (25, 75, 256, 333), (18, 54, 3, 7)])
+def test_triton_aggregation_matches_torch(w, j, c, rows):
+    from stgcn.aggregate import aggregate, aggregate_reference
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(w, j, device="cuda", generator=g).bfloat16()
+    y = torch.randn(j, rows * c, device="cuda", generator=g).bfloat16()
+    bias = torch.randn(w, c, device="cuda", generator=g)
+    ref = aggregate_reference(a.double(), y.double(), bias.double())
+    assert rel_err(aggregate(a, y, bias), ref) < 1e-2
