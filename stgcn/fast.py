@@ -154,36 +154,43 @@ class FastSTGCN(nn.Module):
 class GraphedEngine:
     """A serving step ``fn(raw windows) -> outputs`` replayed from CUDA graphs.
 
-    One graph per batch size in ``batches``; a batch is padded up to the next size. Inputs go
-    through a pinned host buffer and one non-blocking copy; outputs come back the same way.
+    One graph per batch size in ``batches``; a batch is padded up to the next size. Each graph
+    holds the whole round trip: the copy in from a pinned host buffer, the step, and the copies
+    out to pinned host buffers. A caller that builds its batch in :meth:`input_buffer` saves
+    the one host copy left.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], sample_shape: tuple[int, ...],
                  device: torch.device, batches: tuple[int, ...] = GRAPH_BATCHES, warmup: int = 2) -> None:
-        self.fn, self.device = fn, device
+        self.device = device
         self.batches = tuple(sorted(batches))
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...],
-                                     torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
         stream = torch.cuda.Stream(device)
         for b in sorted(self.batches, reverse=True):  # largest first: the smaller ones reuse its pool
-            static_in = torch.zeros((b, *sample_shape), device=device)
-            static_in[:, -1] = 1.0  # present joints, so warm-up takes the ordinary path
+            host_in = torch.zeros((b, *sample_shape), pin_memory=True)
+            host_in[:, -1] = 1.0  # present joints, so warm-up takes the ordinary path
+            dev_in = torch.empty(host_in.shape, device=device)
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 for _ in range(warmup):
-                    fn(static_in)
+                    dev_in.copy_(host_in, non_blocking=True)
+                    outs = fn(dev_in)
             torch.cuda.current_stream(device).wait_stream(stream)
+            host_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outs)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                static_out = fn(static_in)
-            pinned_in = torch.empty(static_in.shape, pin_memory=True)
-            pinned_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in static_out)
-            self.graphs[b] = (graph, static_in, static_out, pinned_in, pinned_out)
-        self.done = torch.cuda.Event()
+                dev_in.copy_(host_in, non_blocking=True)
+                for host, dev in zip(host_out, fn(dev_in)):
+                    host.copy_(dev, non_blocking=True)
+            self.graphs[b] = (graph, host_in, host_out)
 
     def size_for(self, n: int) -> int:
         return next((b for b in self.batches if b >= n), self.batches[-1])
+
+    def input_buffer(self, n: int) -> torch.Tensor:
+        """The pinned host tensor that a batch of ``n`` (at most the largest size) is read from."""
+        return self.graphs[self.size_for(n)][1][:n]
 
     def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Host float32 windows ``(n, *sample_shape)`` -> host outputs (each ``(n, ...)``)."""
@@ -191,12 +198,9 @@ class GraphedEngine:
         if n > self.batches[-1]:
             parts = [self(windows[i:i + self.batches[-1]]) for i in range(0, n, self.batches[-1])]
             return tuple(torch.cat(p) for p in zip(*parts))
-        graph, static_in, static_out, pinned_in, pinned_out = self.graphs[self.size_for(n)]
-        pinned_in[:n].copy_(windows)
-        static_in[:n].copy_(pinned_in[:n], non_blocking=True)
+        graph, host_in, host_out = self.graphs[self.size_for(n)]
+        if windows.data_ptr() != host_in.data_ptr():
+            host_in[:n].copy_(windows)
         graph.replay()
-        for host, dev in zip(pinned_out, static_out):
-            host[:n].copy_(dev[:n], non_blocking=True)
-        self.done.record()
-        self.done.synchronize()
-        return tuple(host[:n].clone() for host in pinned_out)
+        torch.cuda.current_stream(self.device).synchronize()
+        return tuple(host[:n].clone() for host in host_out)
