@@ -154,10 +154,9 @@ class FastSTGCN(nn.Module):
 class GraphedEngine:
     """A serving step ``fn(raw windows) -> outputs`` replayed from CUDA graphs.
 
-    One graph per batch size in ``batches``; a batch is padded up to the next size. Each graph
-    holds the whole round trip: the copy in from a pinned host buffer, the step, and the copies
-    out to pinned host buffers. A caller that builds its batch in :meth:`input_buffer` saves
-    the one host copy left.
+    One graph per batch size in ``batches``; a batch is padded up to the next size. Inputs
+    come from a pinned host buffer by one non-blocking copy, outputs go back the same way; a
+    caller that builds its batch in :meth:`input_buffer` saves the one host copy left.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], sample_shape: tuple[int, ...],
@@ -165,32 +164,30 @@ class GraphedEngine:
         self.device = device
         self.batches = tuple(sorted(batches))
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...],
+                                     torch.Tensor, tuple[torch.Tensor, ...]]] = {}
         stream = torch.cuda.Stream(device)
         for b in sorted(self.batches, reverse=True):  # largest first: the smaller ones reuse its pool
-            host_in = torch.zeros((b, *sample_shape), pin_memory=True)
-            host_in[:, -1] = 1.0  # present joints, so warm-up takes the ordinary path
-            dev_in = torch.empty(host_in.shape, device=device)
+            dev_in = torch.zeros((b, *sample_shape), device=device)
+            dev_in[:, -1] = 1.0  # present joints, so warm-up takes the ordinary path
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 for _ in range(warmup):
-                    dev_in.copy_(host_in, non_blocking=True)
-                    outs = fn(dev_in)
+                    fn(dev_in)
             torch.cuda.current_stream(device).wait_stream(stream)
-            host_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outs)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                dev_in.copy_(host_in, non_blocking=True)
-                for host, dev in zip(host_out, fn(dev_in)):
-                    host.copy_(dev, non_blocking=True)
-            self.graphs[b] = (graph, host_in, host_out)
+                dev_out = fn(dev_in)
+            host_in = torch.empty(dev_in.shape, pin_memory=True)
+            host_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in dev_out)
+            self.graphs[b] = (graph, dev_in, dev_out, host_in, host_out)
 
     def size_for(self, n: int) -> int:
         return next((b for b in self.batches if b >= n), self.batches[-1])
 
     def input_buffer(self, n: int) -> torch.Tensor:
         """The pinned host tensor that a batch of ``n`` (at most the largest size) is read from."""
-        return self.graphs[self.size_for(n)][1][:n]
+        return self.graphs[self.size_for(n)][3][:n]
 
     def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Host float32 windows ``(n, *sample_shape)`` -> host outputs (each ``(n, ...)``)."""
@@ -198,9 +195,12 @@ class GraphedEngine:
         if n > self.batches[-1]:
             parts = [self(windows[i:i + self.batches[-1]]) for i in range(0, n, self.batches[-1])]
             return tuple(torch.cat(p) for p in zip(*parts))
-        graph, host_in, host_out = self.graphs[self.size_for(n)]
+        graph, dev_in, dev_out, host_in, host_out = self.graphs[self.size_for(n)]
         if windows.data_ptr() != host_in.data_ptr():
             host_in[:n].copy_(windows)
+        dev_in[:n].copy_(host_in[:n], non_blocking=True)
         graph.replay()
+        for host, dev in zip(host_out, dev_out):
+            host[:n].copy_(dev[:n], non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         return tuple(host[:n].clone() for host in host_out)
