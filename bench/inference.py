@@ -239,8 +239,8 @@ def main() -> int:
                 float(np.abs(graphed_probs - eager[0].cpu().numpy()).max()),
                 float(np.abs(graphed_next - eager[1].cpu().numpy()).max()) if engine.predicts else 0.0)
         if cuda and window == base.window and real is not None:
-            half = FastSTGCN(model, torch.float16)
-            metrics.update(accuracy_check(engine, {"bf16": fast, "fp16": half}, real, labels))
+            reduced = {"fp16": FastSTGCN(model, torch.float16), "bf16": FastSTGCN(model, torch.bfloat16)}
+            metrics.update(accuracy_check(engine, reduced, real, labels))
         if cuda and window == windows[0]:
             profile_engine(engine, big, ROOT / "bench" / "results" / "inference_cuda_profile.txt")
 

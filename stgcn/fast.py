@@ -5,11 +5,11 @@
 - every BatchNorm is folded into the convolution before it (the graph BN into the graph
   convolution's weights and a per-joint bias, the residual BN into the residual conv);
 - activations are joint-major and channels-last, ``(V, N*M, T, C)`` in memory. Then the
-  graph convolution is K plain matrix products ``(V*N*M*T, C_in) @ (C_in, C)`` whose outputs,
-  stacked, are one ``(K*V, N*M*T*C)`` matrix, and the aggregation over joints is one more
-  product by the ``(V, K*V)`` adjacency, with the graph bias and ReLU (:mod:`stgcn.aggregate`,
-  one Triton kernel on CUDA): no permutes, no copies, no batched tiny matrices; the temporal
-  convolution sees an NHWC tensor ``(V, C, N*M, T)`` and a (1, 9) kernel;
+  graph convolution is one plain matrix product ``(V*N*M*T, C_in) @ (C_in, K*C)``, and the
+  aggregation over joints one more, by the ``(V, K*V)`` adjacency, with the graph bias and
+  ReLU (:mod:`stgcn.aggregate`, one Triton kernel on CUDA): no permutes, no copies, no
+  batched tiny matrices; the temporal convolution sees an NHWC tensor ``(V, C, N*M, T)`` and
+  a (1, 9) kernel;
 - on CUDA the temporal convolution, its bias, the residual and the ReLU are one cuDNN call
   (``cudnn_convolution_add_relu``);
 - weights are cast once to bf16 (or fp16).
@@ -72,7 +72,7 @@ class FastBlock(nn.Module):
         s1, h1 = _bn_affine(block.tcn[0])
         w = conv.weight.double()[:, :, 0, 0].view(k, c, -1) * s1[None, :, None]  # (K, C, C_in)
         self.k, self.c = k, c
-        self.register_buffer("w_gcn", w.transpose(1, 2).to(dtype).contiguous())  # (K, C_in, C)
+        self.register_buffer("w_gcn", w.permute(2, 0, 1).reshape(-1, k * c).to(dtype).contiguous())  # (C_in, K*C)
         b = conv.bias.double().view(k, c) if conv.bias is not None else torch.zeros(k, c, dtype=torch.float64)
         bias = s1[None, :] * torch.einsum("kc,kw->wc", b, A.sum(dim=1)) + h1[None, :]  # (W, C)
         self.register_buffer("b_gcn", bias.float())
@@ -96,10 +96,8 @@ class FastBlock(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         v, nm, t, c_in = h.shape
-        y = h.new_empty(self.k, v * nm * t, self.c)  # stacked: rows (k, v) of N*M*T*C values
-        for k in range(self.k):
-            torch.mm(h.view(v * nm * t, c_in), self.w_gcn[k], out=y[k])
-        g = aggregate(self.a2, y.view(self.k * v, nm * t * self.c), self.b_gcn)  # (W, N*M*T*C)
+        y = torch.mm(h.view(v * nm * t, c_in), self.w_gcn)  # (V*N*M*T, K*C)
+        g = aggregate(self.a2, y, self.b_gcn, self.k)  # (W, N*M*T*C)
         # NHWC views (V, C, N*M, T): the temporal conv is a (1, 9) kernel along T.
         g = g.view(v, nm, t, self.c).permute(0, 3, 1, 2)
         x = h.permute(0, 3, 1, 2)
