@@ -107,9 +107,16 @@ class _KeySet:
 
     def __init__(self, keys: Iterable[bytes | str]) -> None:
         self.keys = {k.encode() if isinstance(k, str) else bytes(k) for k in keys}
+        self.denied = 0
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return key in self.keys
+        if key in self.keys:
+            return True
+        self.denied += 1
+        if self.denied == 1 or self.denied % 100 == 0:
+            log.warning("refused a CURVE client whose key is not in the allowed list (%d refused so far)",
+                        self.denied)
+        return False
 
 
 def start_authenticator(allowed_public_keys: Iterable[bytes | str] | None = None,

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from pipeline.messages import frame_from_arrays, sanitize_stream_id
-from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
+from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
+                            stop_on_signals)
 from workers.emitter import StreamEmitter, read_resume_seq
 from workers.video_source import SourceError, open_source
 
@@ -41,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="show the annotated stream in a window")
     parser.add_argument("--state-file", help="resume file: a restarted worker continues after its last frame")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
     stop = stop_on_signals()
 
     try:
         cfg = load_pipeline_config(args.config)
+        curve = client_curve(args, cfg)
         source = open_source(camera=args.camera, video=args.video)  # before MediaPipe: fail fast
     except (SourceError, ValueError, OSError) as exc:
         if args.debug:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         from workers.overlay import Overlay
 
         overlay = Overlay(args.results or cfg["endpoints"]["results"], stream, source.width, source.height,
-                          source.fps, args.save_video, args.show)
+                          source.fps, args.save_video, args.show, **curve)
     tracker = PersonTracker()
     resume = read_resume_seq(args.state_file)
     if resume is not None and not source.live:
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
             "height": source.height, "joints": 18}
     emitter = StreamEmitter(args.connect or cfg["endpoints"]["frames"], stream, meta, live=source.live, stop=stop,
-                            state_file=args.state_file, live_queue=ccfg.get("live_queue", 8))
+                            state_file=args.state_file, live_queue=ccfg.get("live_queue", 8), **curve)
     emitter.start()
     reason, n = "eof", 0
     seq_base = (resume + 1) if (resume is not None and source.live) else 0

@@ -24,7 +24,7 @@ from typing import Any
 import zmq
 
 from pipeline.messages import Frame, StreamEnd, StreamStart
-from pipeline.transport import DEFAULT_LINGER_MS, FrameSender, SenderStopped, SendTimeout
+from pipeline.transport import DEFAULT_LINGER_MS, CurveKeyPair, FrameSender, SenderStopped, SendTimeout
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,15 @@ class StreamEmitter:
     """Sends a stream's messages; ``frame()`` returns False once the worker must stop."""
 
     def __init__(self, endpoint: str, stream: str, meta: dict[str, Any], *, live: bool,
-                 stop: threading.Event, state_file: str | Path | None = None, live_queue: int = 8) -> None:
+                 stop: threading.Event, state_file: str | Path | None = None, live_queue: int = 8,
+                 server_public: bytes | None = None, client_keys: CurveKeyPair | None = None) -> None:
         self.stream, self.meta, self.live, self.stop = stream, dict(meta, live=live), live, stop
         self.state_file = Path(state_file) if state_file else None
         # Its own context, so that end() can wait for delivery: exiting with Context.instance()
         # open does not honour the socket's linger and drops whatever is still queued.
         self._ctx = zmq.Context()
-        self.sender = FrameSender(endpoint, live=live, queue_size=live_queue, stop=stop, context=self._ctx)
+        self.sender = FrameSender(endpoint, live=live, queue_size=live_queue, stop=stop, context=self._ctx,
+                                  server_public=server_public, client_keys=client_keys)
         self.sent = 0
         self._next_start = 0.0
 

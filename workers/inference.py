@@ -25,8 +25,9 @@ from pipeline.recording import RecordingWriter, recording_path
 from pipeline.ring_buffer import RingBuffer
 from pipeline.scheduler import Job, Scheduler
 from pipeline.tracker import SlotAssigner
-from pipeline.transport import FrameReceiver, ResultPublisher
-from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
+from pipeline.transport import CurveKeyPair, FrameReceiver, ResultPublisher, start_authenticator
+from workers.config import (add_common_args, add_curve_args, load_pipeline_config, server_curve, setup_logging,
+                            stop_on_signals)
 
 log = logging.getLogger("workers.inference")
 
@@ -72,7 +73,7 @@ class InferenceWorker:
     def __init__(self, engine, listen: str, publish: str, *, stride: int = 1, min_frames: int = 30,
                  buffer_len: int = 300, persons: int = 2, max_batch: int = 64, max_wait_ms: float = 5.0,
                  max_pending: int = 256, record_dir: str | Path | None = None, max_gap: int = 10,
-                 stats_interval_s: float = 10.0, allow_remote: bool = False,
+                 stats_interval_s: float = 10.0, allow_remote: bool = False, server_keys: CurveKeyPair | None = None,
                  subscriber_grace_s: float = 0.5) -> None:
         self.engine = engine
         self.stride = max(1, int(stride))
@@ -83,8 +84,12 @@ class InferenceWorker:
         self.record_dir = Path(record_dir) if record_dir else None
         if self.record_dir is not None:
             self.record_dir.mkdir(parents=True, exist_ok=True)
-        self.receiver = FrameReceiver(listen, allow_remote=allow_remote)
-        self.publisher = ResultPublisher(publish, allow_remote=allow_remote)
+        self.receiver = FrameReceiver(listen, allow_remote=allow_remote, server_keys=server_keys)
+        try:
+            self.publisher = ResultPublisher(publish, allow_remote=allow_remote, server_keys=server_keys)
+        except BaseException:
+            self.receiver.close()
+            raise
         self._bound_at = time.monotonic()
         self.subscriber_grace_s = subscriber_grace_s
         self.scheduler = Scheduler(max_batch, max_wait_ms, max_pending)
@@ -277,30 +282,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="auto, cpu or cuda")
     parser.add_argument("--stride", type=int, help="classify every N frames per stream")
     parser.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
+    add_curve_args(parser, server=True)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
+    auth = None
     try:
         cfg = load_pipeline_config(args.config)
+        listen = args.listen or cfg["endpoints"]["frames"]
+        publish = args.publish or cfg["endpoints"]["results"]
+        curve = server_curve(args, cfg, [listen, publish])  # before the model loads: a refusal is immediate
+        if curve is not None:
+            auth = start_authenticator(curve.allowed)
+            log.info("CURVE on: %d client key(s) admitted", len(curve.allowed))
         from stgcn import DEFAULT_WEIGHTS
         from stgcn.engine import Engine
 
         icfg = cfg["inference"]
         engine = Engine(args.weights or icfg.get("weights") or DEFAULT_WEIGHTS, args.device or icfg["device"])
         stride = args.stride or icfg["stride"][engine.device.type]
-        worker = InferenceWorker(engine, args.listen or cfg["endpoints"]["frames"],
-                                 args.publish or cfg["endpoints"]["results"], stride=stride,
+        worker = InferenceWorker(engine, listen, publish, stride=stride,
                                  min_frames=icfg["min_frames"], buffer_len=icfg["buffer_frames"],
                                  persons=icfg["persons"], max_batch=icfg["max_batch"][engine.device.type],
                                  max_wait_ms=icfg["max_wait_ms"], max_pending=icfg["max_pending"],
                                  record_dir=args.record, stats_interval_s=icfg["stats_interval_s"],
-                                 allow_remote=cfg["endpoints"].get("allow_remote", False))
+                                 allow_remote=curve is not None, server_keys=curve.keys if curve else None)
     except (ValueError, OSError) as exc:
+        if auth is not None:
+            auth.stop()
         if args.debug:
             raise
         print(f"inference: error: {exc}", file=sys.stderr)
         return 2
     stop_on_signals(worker.stop)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        if auth is not None:
+            auth.stop()
     return 0
 
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from pipeline.messages import Frame
-from pipeline.transport import ResultSubscriber
+from pipeline.transport import CurveKeyPair, ResultSubscriber
 from stgcn.graph import get_layout
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ class Overlay:
 
     def __init__(self, results_endpoint: str, stream: str, width: int, height: int, fps: float,
                  save_video: str | None = None, show: bool = False, max_delay_s: float = 2.0,
-                 max_queue: int = 120) -> None:
-        self.sub = ResultSubscriber(results_endpoint, [stream])
+                 max_queue: int = 120, server_public: bytes | None = None,
+                 client_keys: CurveKeyPair | None = None) -> None:
+        self.sub = ResultSubscriber(results_endpoint, [stream], server_public=server_public, client_keys=client_keys)
         self.stream = stream
         self.max_delay, self.max_queue = max_delay_s, max_queue
         self.queue: deque[tuple[Frame, np.ndarray, float]] = deque()

@@ -22,7 +22,8 @@ import numpy as np
 from pipeline.messages import Frame, Person, sanitize_stream_id
 from pipeline.recording import read_recording
 from stgcn.graph import LAYOUTS
-from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
+from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
+                            stop_on_signals)
 from workers.emitter import StreamEmitter, read_resume_seq
 
 log = logging.getLogger("workers.replay")
@@ -115,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--npy-offset", type=float, default=0.0,
                         help="added to x, y of npy data (0.5 undoes the Kinetics minus-0.5 preprocessing)")
     parser.add_argument("--state-file", help="resume file: a restarted replay continues after its last frame")
+    add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
     stop = stop_on_signals()
     try:
         cfg = load_pipeline_config(args.config)
         meta, frames = load_frames(args.path, args.index, args.npy_offset)
+        curve = client_curve(args, cfg)
     except (ReplayError, ValueError, OSError) as exc:
         if args.debug:
             raise
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
     start_seq = read_resume_seq(args.state_file)
     emitter = StreamEmitter(args.connect or cfg["endpoints"]["frames"], stream, meta, live=False, stop=stop,
-                            state_file=args.state_file)
+                            state_file=args.state_file, **curve)
     log.info("replaying %s as stream %s: %d frames at %s", args.path, stream, len(frames),
              f"{fps:g} fps" if fps else "full speed")
     emitter.start()

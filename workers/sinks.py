@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.transport import ResultSubscriber
-from workers.config import add_common_args, load_pipeline_config, setup_logging, stop_on_signals
+from pipeline.transport import CurveKeyPair, ResultSubscriber
+from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
+                            stop_on_signals)
 
 log = logging.getLogger("workers.sinks")
 RESULT_KEYS = ("stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms")
@@ -36,8 +37,9 @@ class ResultSink:
     """Consumes results; prints and/or writes JSON Lines; counts per stream."""
 
     def __init__(self, endpoint: str, output: str | Path | None = None, quiet: bool = False,
-                 expect: int | None = None, print_every: int = 1) -> None:
-        self.sub = ResultSubscriber(endpoint)
+                 expect: int | None = None, print_every: int = 1, server_public: bytes | None = None,
+                 client_keys: CurveKeyPair | None = None) -> None:
+        self.sub = ResultSubscriber(endpoint, server_public=server_public, client_keys=client_keys)
         self.out: IO[str] | None = open(output, "w", buffering=1) if output else None
         self.quiet, self.expect, self.print_every = quiet, expect, max(1, print_every)
         self.counts: dict[str, int] = {}
@@ -80,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, help="exit after this many streams have ended")
     parser.add_argument("--quiet", action="store_true", help="no console lines")
     parser.add_argument("--print-every", type=int, default=1, help="print one result line in N per stream")
+    add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
     try:
         cfg = load_pipeline_config(args.config)
         sink = ResultSink(args.connect or cfg["endpoints"]["results"], args.output, args.quiet, args.expect,
-                          args.print_every)
+                          args.print_every, **client_curve(args, cfg))
     except (ValueError, OSError) as exc:
         print(f"sinks: error: {exc}", file=sys.stderr)
         return 2
