@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,29 @@ def pick_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA GPU is available")
     return torch.device(name)
+
+
+class _Compiled:
+    """``fn`` through ``torch.compile``; eager, with a warning, where compiling fails."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        try:
+            import triton  # noqa: F401
+
+            self.compiled: Callable | None = torch.compile(fn, dynamic=True)
+        except ImportError:
+            self.compiled = None
+
+    def __call__(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 - a compiler failure must not stop serving
+                log.warning("torch.compile of %s failed, running it eagerly: %s", self.fn.__name__,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.compiled = None
+        return self.fn(*args)
 
 
 class Engine:
@@ -64,6 +88,11 @@ class Engine:
             from .fast import FastSTGCN
 
             self.net = FastSTGCN(self.model, DTYPES[dtype] if cuda else torch.float32)
+        # The normalisation and its inverse are many small kernels: on CUDA they are compiled
+        # into a few, which is most of what a batch of one costs besides the network.
+        self.prepare, self.finish = self._prepare, self._finish
+        if cuda and self.fast:
+            self.prepare, self.finish = _Compiled(self._prepare), _Compiled(self._finish)
         self.runner = None
         if cuda and (self.fast if graphs is None else graphs):
             from .fast import GraphedEngine
@@ -85,16 +114,24 @@ class Engine:
             return self.runner.input_buffer(n).numpy()
         return np.empty((n, *self.sample_shape), np.float32)
 
+    def _prepare(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, recent, p, _ = self.transform.prepare(raw)
+        return x, recent, p.center[..., -1, :], p.scale
+
+    def _finish(self, logits: torch.Tensor, nxt: torch.Tensor | None, center: torch.Tensor,
+                scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        probs = torch.softmax(logits.float(), dim=1)
+        if nxt is None:
+            return (probs,)
+        return probs, self.transform.inverse_frame(nxt.float(), center, scale)
+
     @torch.no_grad()
     def step(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Raw windows on the device -> probabilities (and next frames in raw units)."""
-        x, recent, p, _ = self.transform.prepare(raw)
+        x, recent, center, scale = self.prepare(raw)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and not self.fast):
-            out = self.net(x, recent) if self.predicts else (self.net(x),)
-        probs = torch.softmax(out[0].float(), dim=1)
-        if not self.predicts:
-            return (probs,)
-        return probs, self.transform.inverse_frame(out[1].float(), p.center[..., -1, :], p.scale)
+            out = self.net(x, recent) if self.predicts else (self.net(x), None)
+        return self.finish(out[0], out[1], center, scale)
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units."""
