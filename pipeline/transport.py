@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import msgpack
 import numpy as np
@@ -472,12 +472,14 @@ class ResultPublisher:
 class ResultSubscriber:
     """SUB socket receiving results of all streams or only of ``streams``.
 
+    ``endpoint`` may be a list: one socket then connects to every inference worker's
+    results endpoint (scale-out, each stream pinned to one of them) and merges them.
     ZeroMQ subscriptions match prefixes, so topics are also compared exactly here
     (subscribing ``cam1`` does not deliver ``cam10``). Malformed messages are counted in
     :attr:`bad` and skipped.
     """
 
-    def __init__(self, endpoint: str, streams: Iterable[str] | None = None, *, rcvhwm: int = 1000,
+    def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None, *, rcvhwm: int = 1000,
                  max_msg_size: int = DEFAULT_MAX_MSG_SIZE, linger_ms: int = 0,
                  server_public: bytes | None = None, client_keys: CurveKeyPair | None = None,
                  context: zmq.Context | None = None) -> None:
@@ -488,7 +490,8 @@ class ResultSubscriber:
         for topic in [""] if self.streams is None else sorted(self.streams):
             self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         try:
-            _connect(self._sock, endpoint, server_public, client_keys)
+            for ep in [endpoint] if isinstance(endpoint, str) else endpoint:
+                _connect(self._sock, ep, server_public, client_keys)
         except BaseException:
             self._sock.close(0)
             raise

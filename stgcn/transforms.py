@@ -68,6 +68,20 @@ def _numpy_in_numpy_out(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def nanmedian(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """numpy's ``nanmedian``: the mean of the two middle non-NaN values, NaN where all are NaN.
+
+    Written with a sort and a gather (``torch.nanmedian`` takes the lower middle value, and
+    ``torch.nanquantile`` does not compile).
+    """
+    valid = ~torch.isnan(x)
+    n = valid.sum(dim=dim, keepdim=True)
+    ordered = torch.sort(torch.where(valid, x, torch.inf), dim=dim).values  # NaNs last
+    lo = torch.gather(ordered, dim, ((n - 1) // 2).clamp(min=0))
+    hi = torch.gather(ordered, dim, (n // 2).clamp(min=0, max=x.shape[dim] - 1))
+    return torch.where(n > 0, (lo + hi) / 2, torch.nan).squeeze(dim)
+
+
 def present_mask(x: torch.Tensor, has_confidence: bool) -> torch.Tensor:
     """Boolean ``(..., T, V, M)`` mask of joints that are present."""
     if has_confidence:
@@ -221,7 +235,7 @@ class PersonCentric(Transform):
             return pts.new_ones(pts.shape[:-4] + (pts.shape[-2],))
         # Median over frames of the torso length (NaN where never visible); fall back to the
         # shoulder-based estimate, then to 1.
-        est = [torch.nanquantile(length, 0.5, dim=-2) for length in lengths]
+        est = [nanmedian(length, dim=-2) for length in lengths]
         scale = est[0]
         for alt in est[1:]:
             scale = torch.where(torch.isfinite(scale) & (scale > self.min_scale), scale, alt)

@@ -19,11 +19,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import zmq
 
 from pipeline.messages import Frame, StreamEnd, StreamStart
+from pipeline.sharding import pick_endpoint
 from pipeline.transport import DEFAULT_LINGER_MS, CurveKeyPair, FrameSender, SenderStopped, SendTimeout
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,13 @@ def read_resume_seq(state_file: str | Path | None) -> int | None:
 
 
 class StreamEmitter:
-    """Sends a stream's messages; ``frame()`` returns False once the worker must stop."""
+    """Sends a stream's messages; ``frame()`` returns False once the worker must stop.
 
-    def __init__(self, endpoint: str, stream: str, meta: dict[str, Any], *, live: bool,
+    ``endpoint`` may list several inference workers: the stream then goes to the one its
+    stable hash picks (:func:`pipeline.sharding.pick_endpoint`), the same one on every run.
+    """
+
+    def __init__(self, endpoint: str | Sequence[str], stream: str, meta: dict[str, Any], *, live: bool,
                  stop: threading.Event, state_file: str | Path | None = None, live_queue: int = 8,
                  server_public: bytes | None = None, client_keys: CurveKeyPair | None = None) -> None:
         self.stream, self.meta, self.live, self.stop = stream, dict(meta, live=live), live, stop
@@ -53,7 +58,8 @@ class StreamEmitter:
         # Its own context, so that end() can wait for delivery: exiting with Context.instance()
         # open does not honour the socket's linger and drops whatever is still queued.
         self._ctx = zmq.Context()
-        self.sender = FrameSender(endpoint, live=live, queue_size=live_queue, stop=stop, context=self._ctx,
+        self.endpoint = pick_endpoint(stream, endpoint)
+        self.sender = FrameSender(self.endpoint, live=live, queue_size=live_queue, stop=stop, context=self._ctx,
                                   server_public=server_public, client_keys=client_keys)
         self.sent = 0
         self._next_start = 0.0

@@ -11,6 +11,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -66,7 +67,7 @@ def annotate(image: np.ndarray, frame: Frame, result: dict | None, previous: dic
 class Overlay:
     """Subscribes to one stream's results and writes and/or shows annotated frames."""
 
-    def __init__(self, results_endpoint: str, stream: str, width: int, height: int, fps: float,
+    def __init__(self, results_endpoint: str | Sequence[str], stream: str, width: int, height: int, fps: float,
                  save_video: str | None = None, show: bool = False, max_delay_s: float = 2.0,
                  max_queue: int = 120, server_public: bytes | None = None,
                  client_keys: CurveKeyPair | None = None) -> None:

@@ -69,3 +69,22 @@ def test_drop_joints_and_unknown_name():
     assert np.all(t(_person())[:, :, [0, 14, 15]] == 0)
     with pytest.raises(ValueError, match="unknown normalisation"):
         build_transform("zscore")
+
+
+def test_nanmedian_is_numpys():
+    import warnings
+
+    import torch
+
+    from stgcn.transforms import nanmedian
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (7, 13, 2)).astype(np.float32)
+    x[rng.uniform(0, 1, x.shape) < 0.4] = np.nan
+    x[3, :, 1] = np.nan  # never visible
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(x, axis=-2)
+    got = nanmedian(torch.from_numpy(x), dim=-2).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
