@@ -44,6 +44,8 @@ def serving_config(cfg: dict, num_class: int | None = None) -> dict[str, Any]:
     model.setdefault("coords", get_layout(layout).dims)
     if num_class is not None:
         model["num_class"] = num_class
+    if cfg.get("train", {}).get("task", "classify") in ("joint", "predict"):
+        model["predictor"] = True
     return {
         "model": model,
         "layout": layout,
@@ -85,6 +87,59 @@ def make_loader(ds, batch_size: int, shuffle: bool, workers: int, sampler=None, 
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                       persistent_workers=False)
+
+
+def make_optimizer(model: torch.nn.Module, tcfg: dict) -> torch.optim.SGD:
+    """SGD with the ``train`` section's learning rate, momentum, Nesterov flag and weight decay."""
+    return torch.optim.SGD(model.parameters(), lr=float(tcfg.get("lr", 0.1)),
+                           momentum=float(tcfg.get("momentum", 0.9)), nesterov=bool(tcfg.get("nesterov", True)),
+                           weight_decay=float(tcfg.get("weight_decay", 1e-4)))
+
+
+def epoch_loaders(datasets: dict[str, Any], epoch: int, batch: int, workers: int, seed: int,
+                  world: int = 1, rank: int = 0) -> list[DataLoader]:
+    """One epoch's training loaders (classification and/or next frame), reshuffled per epoch, sharded under DDP."""
+    loaders = []
+    for key in ("train", "train_next"):
+        if key in datasets:
+            ds = datasets[key]
+            if hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+            sampler = None
+            if world > 1:
+                sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=seed, drop_last=True)
+                sampler.set_epoch(epoch)
+            loaders.append(make_loader(ds, batch, shuffle=True, workers=workers, sampler=sampler,
+                                       seed=seed * 1000 + epoch, drop_last=len(ds) > batch))
+    return loaders
+
+
+def train_step(net: torch.nn.Module, batches: tuple[dict, ...], optimizer: torch.optim.Optimizer,
+               device: torch.device, task: str, coords: int, amp: bool = True, next_weight: float = 10.0,
+               clip: float = 0.0) -> dict[str, torch.Tensor]:
+    """One optimisation step on one batch of each of :func:`epoch_loaders`' loaders; the detached losses."""
+    losses = {}
+    loss = torch.zeros((), device=device)
+    with autocast(device, amp):
+        if task != "predict":
+            b = batches[0]
+            logits = net(b["x"].to(device, non_blocking=True))
+            lc = torch.nn.functional.cross_entropy(logits.float(), b["label"].to(device, non_blocking=True))
+            loss = loss + lc
+            losses["loss_cls"] = lc.detach()
+        if task in ("joint", "predict"):
+            b = batches[-1]
+            x, recent, target = (b[k].to(device, non_blocking=True) for k in ("x", "recent", "target"))
+            _, pred = net(x, recent)
+            ln = predictor_loss(pred.float(), target, recent[:, :, -1], coords)
+            loss = loss + next_weight * ln
+            losses["loss_next"] = ln.detach()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+    optimizer.step()
+    return losses
 
 
 def predictor_loss(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor, coords: int) -> torch.Tensor:
@@ -168,15 +223,11 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     num_class = int(cfg["model"].get("num_class") or any_ds.num_classes)
     serve = serving_config(cfg, num_class)
     coords = serve["model"]["coords"]
-    if task in ("joint", "predict"):
-        serve["model"]["predictor"] = True
     model = build_model(serve["model"]).to(device)
     epochs = int(tcfg.get("epochs", 80))
     batch = int(tcfg.get("batch_size", 64))
     workers = int(cfg["data"].get("num_workers", 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=float(tcfg.get("lr", 0.1)),
-                                momentum=float(tcfg.get("momentum", 0.9)), nesterov=bool(tcfg.get("nesterov", True)),
-                                weight_decay=float(tcfg.get("weight_decay", 1e-4)))
+    optimizer = make_optimizer(model, tcfg)
     steps = [int(s) for s in tcfg.get("steps", [])]
     gamma, warmup = float(tcfg.get("gamma", 0.1)), int(tcfg.get("warmup_epochs", 0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then x gamma at each step epoch
@@ -217,44 +268,16 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     train_config = {k: v for k, v in cfg.items()}
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, epochs):
-        loaders = []
-        for key in ("train", "train_next"):
-            if key in datasets:
-                ds = datasets[key]
-                if hasattr(ds, "set_epoch"):
-                    ds.set_epoch(epoch)
-                sampler = None
-                if distributed:
-                    sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=seed, drop_last=True)
-                    sampler.set_epoch(epoch)
-                loaders.append(make_loader(ds, batch, shuffle=True, workers=workers, sampler=sampler,
-                                           seed=seed * 1000 + epoch, drop_last=len(ds) > batch))
+        loaders = epoch_loaders(datasets, epoch, batch, workers, seed, world, rank)
         net.train()
         t0, sums, n_batches = time.time(), {"loss_cls": 0.0, "loss_next": 0.0}, 0
         iterator = zip(*loaders) if len(loaders) > 1 else ((b,) for b in loaders[0])
         total = min(len(dl) for dl in loaders)
         for batches in tqdm(iterator, total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                             disable=rank != 0 or not sys.stderr.isatty()):
-            loss = torch.zeros((), device=device)
-            with autocast(device, amp):
-                if task != "predict":
-                    b = batches[0]
-                    logits = net(b["x"].to(device, non_blocking=True))
-                    lc = torch.nn.functional.cross_entropy(logits.float(), b["label"].to(device))
-                    loss = loss + lc
-                    sums["loss_cls"] += float(lc.detach())
-                if task in ("joint", "predict"):
-                    b = batches[-1]
-                    x, recent, target = (b[k].to(device, non_blocking=True) for k in ("x", "recent", "target"))
-                    _, pred = net(x, recent)
-                    ln = predictor_loss(pred.float(), target, recent[:, :, -1], coords)
-                    loss = loss + next_weight * ln
-                    sums["loss_next"] += float(ln.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
+            losses = train_step(net, batches, optimizer, device, task, coords, amp, next_weight, clip)
+            for k, v in losses.items():
+                sums[k] += float(v)
             if ema is not None:
                 ema.update_parameters(model)
             n_batches += 1
