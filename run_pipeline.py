@@ -4,11 +4,18 @@
     python run_pipeline.py --camera 0
     python run_pipeline.py --video a.mp4 --video b.mp4 --output results.jsonl
     python run_pipeline.py --replay recording.skel --replay clip.json
+    python run_pipeline.py --camera 0 --camera 1 --inference-workers 2 --devices cuda:0,cuda:1
 
 Each source and the inference worker run as their own processes, wired over ZeroMQ on
 loopback; this process supervises them (a crashed worker is reported and restarted, a
 capture worker resuming its stream) and prints and writes the results. It exits 0 when all
 finite sources have ended, and stops every worker cleanly on Ctrl-C / SIGTERM.
+
+With ``--inference-workers N`` there are N inference workers, each with its own frames and
+results endpoints (and ``--devices`` entry); the i-th source is pinned to worker i mod N, so
+each stream's ring buffer stays whole in one worker, also when either side is restarted
+(a restarted worker keeps its command line, endpoints included). The results of all workers
+are merged here.
 """
 
 from __future__ import annotations
@@ -32,9 +39,20 @@ log = logging.getLogger("run_pipeline")
 
 
 def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    """A loopback TCP endpoint on a port that is free now."""
+    return free_endpoints(1)[0]
+
+
+def free_endpoints(n: int) -> list[str]:
+    """``n`` distinct free loopback TCP endpoints (the ports are held until all are picked)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -53,8 +71,14 @@ class Worker:
     restart_times: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep packages found there
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
         self.started_at = time.time()
+
+
+def split_list(value: str | None) -> list[str]:
+    """Items of a comma-separated option value (none when unset)."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -66,27 +90,37 @@ def _unique(name: str, taken: set[str]) -> str:
     return name
 
 
-def build_workers(args: argparse.Namespace, frames_ep: str, results_ep: str, state_dir: Path) -> list[Worker]:
+def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: list[str],
+                  state_dir: Path) -> list[Worker]:
+    """The inference workers first (one per frames/results endpoint pair), then one worker per source."""
     from pipeline.messages import sanitize_stream_id
 
     py = [sys.executable, "-m"]
     common = ["--config", args.config] if args.config else []
     if args.debug:
         common.append("--debug")
-    inference = py + ["workers.inference", "--listen", frames_ep, "--publish", results_ep] + common
-    for flag, value in (("--weights", args.weights), ("--device", args.device), ("--stride", args.stride),
-                        ("--record", args.record)):
-        if value is not None:
-            inference += [flag, str(value)]
-    workers = [Worker("inference", inference)]
+    n = len(frames_eps)
+    devices = split_list(args.devices) or [args.device]
+    workers = []
+    for i, (frames_ep, results_ep) in enumerate(zip(frames_eps, results_eps, strict=True)):
+        name = "inference" if n == 1 else f"inference-{i}"
+        inference = py + ["workers.inference", "--listen", frames_ep, "--publish", results_ep, "--name", name] + common
+        for flag, value in (("--weights", args.weights), ("--device", devices[i % len(devices)]),
+                            ("--stride", args.stride), ("--record", args.record)):
+            if value is not None:
+                inference += [flag, str(value)]
+        workers.append(Worker(name, inference))
     taken: set[str] = set()
     sources = [("camera", str(c)) for c in args.camera] + [("video", v) for v in args.video] + \
               [("replay", r) for r in args.replay]
     if not sources:
         sources = [("video", str(SAMPLE_VIDEO))]
-    for kind, value in sources:
+    for index, (kind, value) in enumerate(sources):
         stream = _unique(f"camera{value}" if kind == "camera" else sanitize_stream_id(Path(value).name.split(".")[0]),
                          taken)
+        frames_ep, results_ep = frames_eps[index % n], results_eps[index % n]  # pinned: argv survives restarts
+        if n > 1:
+            log.info("stream %s -> %s", stream, workers[index % n].name)
         state = str(state_dir / f"{stream}.json")
         if kind == "replay":
             argv = py + ["workers.replay", value, "--connect", frames_ep, "--stream", stream, "--state-file", state]
@@ -185,9 +219,8 @@ class Supervisor:
                 expected = {w.stream for w in srcs if not w.failed}
                 if expected <= self.sink.ended or time.time() - last_result > drain_idle_s:
                     break
-            inference = self.workers[0]
-            if inference.failed:
-                break
+            if any(w.failed for w in self.workers if w.stream is None):
+                break  # an inference worker gave up: the streams pinned to it cannot finish
         self.stop()
         self.sink.close()
         failed = [w.name for w in self.workers if w.failed]
@@ -208,6 +241,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml)")
     p.add_argument("--weights", help="checkpoint (default: the bundled model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
+    p.add_argument("--inference-workers", type=int, default=1, metavar="N",
+                   help="inference workers (e.g. one per GPU); source i is pinned to worker i mod N (default 1)")
+    p.add_argument("--devices", metavar="LIST",
+                   help="comma-separated device per inference worker, cycled, e.g. cuda:0,cuda:1 (overrides --device)")
     p.add_argument("--stride", type=int, help="classify every N frames of each stream")
     p.add_argument("--output", help="write results as JSON Lines")
     p.add_argument("--save-video", help="annotated video path (.mp4 or .avi)")
@@ -215,8 +252,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
     p.add_argument("--quiet", action="store_true", help="no per-result console lines")
     p.add_argument("--print-every", type=int, default=1, help="print one result line in N per stream")
-    p.add_argument("--frames-endpoint", help="fixed frames endpoint (default: a free loopback port)")
-    p.add_argument("--results-endpoint", help="fixed results endpoint, e.g. for outside subscribers")
+    p.add_argument("--frames-endpoint",
+                   help="fixed frames endpoint (default: a free loopback port); N workers: N comma-separated")
+    p.add_argument("--results-endpoint",
+                   help="fixed results endpoint, e.g. for outside subscribers; N workers: N comma-separated")
     p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
     return p.parse_args(argv)
 
@@ -232,15 +271,24 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             print(f"error: {path}: no such file", file=sys.stderr)
             return USER_ERROR
-    frames_ep = args.frames_endpoint or free_endpoint()
-    results_ep = args.results_endpoint or free_endpoint()
+    n = args.inference_workers
+    if n < 1:
+        print("error: --inference-workers must be at least 1", file=sys.stderr)
+        return USER_ERROR
+    fixed_frames, fixed_results = split_list(args.frames_endpoint), split_list(args.results_endpoint)
+    for flag, eps in (("--frames-endpoint", fixed_frames), ("--results-endpoint", fixed_results)):
+        if eps and len(eps) != n:
+            print(f"error: {flag} lists {len(eps)} endpoint(s) for {n} inference worker(s)", file=sys.stderr)
+            return USER_ERROR
+    free = free_endpoints(2 * n)
+    frames_eps, results_eps = fixed_frames or free[:n], fixed_results or free[n:]
     with tempfile.TemporaryDirectory(prefix="stgcn-pipeline-") as state_dir:
         try:
-            sink = ResultSink(results_ep, args.output, args.quiet, print_every=args.print_every)
+            sink = ResultSink(results_eps, args.output, args.quiet, print_every=args.print_every)
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return USER_ERROR
-        workers = build_workers(args, frames_ep, results_ep, Path(state_dir))
+        workers = build_workers(args, frames_eps, results_eps, Path(state_dir))
         return Supervisor(workers, sink).run()
 
 

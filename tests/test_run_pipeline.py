@@ -54,7 +54,9 @@ def test_video_gives_results_for_the_whole_video(tai_chi_live):
     assert rows[-1]["seq"] == 299, "the last frame of the 300-frame video is classified"
     assert [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
     r = rows[-1]
-    assert set(r) == {"stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms"}
+    assert set(r) == {"stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms",
+                      "worker"}
+    assert r["worker"] == "inference"
     assert len(r["top"]) == 5 and r["t_result"] >= r["t_capture"]
     assert sum(p is not None for p in r["persons"]) == 1, "one man"
     person = np.asarray(r["next_frame"])[[i for i, p in enumerate(r["persons"]) if p is not None][0]]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from pipeline.messages import frame_from_arrays, sanitize_stream_id
+from pipeline.sharding import split_endpoints
 from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
                             stop_on_signals)
 from workers.emitter import StreamEmitter, read_resume_seq
@@ -33,11 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--camera", type=int, help="camera index")
     src.add_argument("--video", help="video file")
     add_common_args(parser)
-    parser.add_argument("--connect", help="inference worker's frames endpoint (default from config)")
+    parser.add_argument("--connect", action="append",
+                        help="inference worker's frames endpoint (default from config); repeated or "
+                        "comma-separated: several workers, the stream goes to the one its stable hash picks")
     parser.add_argument("--stream", help="stream id (default: camera<N> or the video's name)")
     parser.add_argument("--num-poses", type=int, help="people to look for per frame (default from config)")
     parser.add_argument("--pose-model", help="MediaPipe pose landmarker .task file (default: the bundled one)")
-    parser.add_argument("--results", help="results endpoint, for --save-video / --show overlays")
+    parser.add_argument("--results", action="append",
+                        help="results endpoint(s), for --save-video / --show overlays (repeatable)")
     parser.add_argument("--save-video", help="write the annotated video here (.mp4 or .avi)")
     parser.add_argument("--show", action="store_true", help="show the annotated stream in a window")
     parser.add_argument("--state-file", help="resume file: a restarted worker continues after its last frame")
@@ -74,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_video or args.show:
         from workers.overlay import Overlay
 
-        overlay = Overlay(args.results or cfg["endpoints"]["results"], stream, source.width, source.height,
-                          source.fps, args.save_video, args.show, **curve)
+        overlay = Overlay(split_endpoints(args.results) or cfg["endpoints"]["results"], stream, source.width,
+                          source.height, source.fps, args.save_video, args.show, **curve)
     tracker = PersonTracker()
     resume = read_resume_seq(args.state_file)
     if resume is not None and not source.live:
@@ -83,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("stream %s: resuming after frame %d", stream, resume)
     meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
             "height": source.height, "joints": 18}
-    emitter = StreamEmitter(args.connect or cfg["endpoints"]["frames"], stream, meta, live=source.live, stop=stop,
-                            state_file=args.state_file, live_queue=ccfg.get("live_queue", 8), **curve)
+    emitter = StreamEmitter(split_endpoints(args.connect) or cfg["endpoints"]["frames"], stream, meta,
+                            live=source.live, stop=stop, state_file=args.state_file,
+                            live_queue=ccfg.get("live_queue", 8), **curve)
     emitter.start()
     reason, n = "eof", 0
     seq_base = (resume + 1) if (resume is not None and source.live) else 0

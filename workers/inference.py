@@ -74,8 +74,9 @@ class InferenceWorker:
                  buffer_len: int = 300, persons: int = 2, max_batch: int = 64, max_wait_ms: float = 5.0,
                  max_pending: int = 256, record_dir: str | Path | None = None, max_gap: int = 10,
                  stats_interval_s: float = 10.0, allow_remote: bool = False, server_keys: CurveKeyPair | None = None,
-                 subscriber_grace_s: float = 0.5) -> None:
+                 subscriber_grace_s: float = 0.5, name: str = "inference") -> None:
         self.engine = engine
+        self.name = name  # in every result: which worker a stream is pinned to
         self.stride = max(1, int(stride))
         self.min_frames = max(2, min(int(min_frames), engine.window))
         self.buffer_len = max(buffer_len, engine.window)
@@ -222,7 +223,7 @@ class InferenceWorker:
                 self.counters.latency[stage].append(value)
             result = {
                 "type": "result", "stream": job.stream, "seq": job.seq, "t_capture": job.t_capture,
-                "t_result": t_result, "persons": job.tracks,
+                "t_result": t_result, "worker": self.name, "persons": job.tracks,
                 "top": [{"label": names[c], "index": int(c), "score": round(float(probs[i, c]), 6)} for c in top[i]],
                 "next_frame": None if nxt is None else np.round(nxt[i].transpose(2, 1, 0).astype(np.float64), 5).tolist(),
                 "latency_ms": {s: round(v, 3) for s, v in latency.items()},
@@ -249,7 +250,7 @@ class InferenceWorker:
         return {"streams": len(self.streams), **self.counters.summary(self.decoder, self.scheduler.skipped)}
 
     def run(self) -> None:
-        log.info("inference worker ready: model %s (%s, %d classes, window %d) on %s, stride %d",
+        log.info("inference worker %s ready: model %s (%s, %d classes, window %d) on %s, stride %d", self.name,
                  self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
                  self.engine.num_class, self.engine.window, self.engine.device, self.stride)
         # PUB drops what it publishes before a subscriber is connected: after a restart, give
@@ -279,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", help="frames endpoint to bind (default from config)")
     parser.add_argument("--publish", help="results endpoint to bind (default from config)")
     parser.add_argument("--weights", help="checkpoint (default: the bundled model)")
-    parser.add_argument("--device", default=None, help="auto, cpu or cuda")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (one GPU of several)")
     parser.add_argument("--stride", type=int, help="classify every N frames per stream")
     parser.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
+    parser.add_argument("--name", default="inference",
+                        help="worker name, sent in every result (default inference; several workers: distinct names)")
     add_curve_args(parser, server=True)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
@@ -305,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                                  persons=icfg["persons"], max_batch=icfg["max_batch"][engine.device.type],
                                  max_wait_ms=icfg["max_wait_ms"], max_pending=icfg["max_pending"],
                                  record_dir=args.record, stats_interval_s=icfg["stats_interval_s"],
-                                 allow_remote=curve is not None, server_keys=curve.keys if curve else None)
+                                 allow_remote=curve is not None, server_keys=curve.keys if curve else None,
+                                 name=args.name)
     except (ValueError, OSError) as exc:
         if auth is not None:
             auth.stop()

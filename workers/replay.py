@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.messages import Frame, Person, sanitize_stream_id
 from pipeline.recording import read_recording
+from pipeline.sharding import split_endpoints
 from stgcn.graph import LAYOUTS
 from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
                             stop_on_signals)
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.replay", description=__doc__.split("\n")[0])
     parser.add_argument("path", help=".skel recording, Kinetics JSON clip or st-gcn *_data.npy")
     add_common_args(parser)
-    parser.add_argument("--connect", help="inference worker's frames endpoint (default from config)")
+    parser.add_argument("--connect", action="append",
+                        help="inference worker's frames endpoint (default from config); repeated or "
+                        "comma-separated: several workers, the stream goes to the one its stable hash picks")
     parser.add_argument("--stream", help="stream id (default: from the file name)")
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--fps", type=float, help="replay at this rate (default: the recorded rate)")
@@ -135,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                 width=frames[0].width, height=frames[0].height)
     fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
     start_seq = read_resume_seq(args.state_file)
-    emitter = StreamEmitter(args.connect or cfg["endpoints"]["frames"], stream, meta, live=False, stop=stop,
-                            state_file=args.state_file, **curve)
-    log.info("replaying %s as stream %s: %d frames at %s", args.path, stream, len(frames),
+    emitter = StreamEmitter(split_endpoints(args.connect) or cfg["endpoints"]["frames"], stream, meta, live=False,
+                            stop=stop, state_file=args.state_file, **curve)
+    log.info("replaying %s as stream %s to %s: %d frames at %s", args.path, stream, emitter.endpoint, len(frames),
              f"{fps:g} fps" if fps else "full speed")
     emitter.start()
     reason = "eof"

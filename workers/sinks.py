@@ -15,14 +15,15 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Sequence
 
+from pipeline.sharding import split_endpoints
 from pipeline.transport import CurveKeyPair, ResultSubscriber
 from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
                             stop_on_signals)
 
 log = logging.getLogger("workers.sinks")
-RESULT_KEYS = ("stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms")
+RESULT_KEYS = ("stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms", "worker")
 
 
 def format_line(result: dict[str, Any]) -> str:
@@ -36,7 +37,7 @@ def format_line(result: dict[str, Any]) -> str:
 class ResultSink:
     """Consumes results; prints and/or writes JSON Lines; counts per stream."""
 
-    def __init__(self, endpoint: str, output: str | Path | None = None, quiet: bool = False,
+    def __init__(self, endpoint: str | Sequence[str], output: str | Path | None = None, quiet: bool = False,
                  expect: int | None = None, print_every: int = 1, server_public: bytes | None = None,
                  client_keys: CurveKeyPair | None = None) -> None:
         self.sub = ResultSubscriber(endpoint, server_public=server_public, client_keys=client_keys)
@@ -77,7 +78,9 @@ class ResultSink:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.sinks", description=__doc__.split("\n")[0])
     add_common_args(parser)
-    parser.add_argument("--connect", help="results endpoint (default from config)")
+    parser.add_argument("--connect", action="append",
+                        help="results endpoint (default from config); repeated or comma-separated: "
+                        "every inference worker's, merged")
     parser.add_argument("--output", help="write every result as a JSON line here")
     parser.add_argument("--expect", type=int, help="exit after this many streams have ended")
     parser.add_argument("--quiet", action="store_true", help="no console lines")
@@ -87,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
     try:
         cfg = load_pipeline_config(args.config)
-        sink = ResultSink(args.connect or cfg["endpoints"]["results"], args.output, args.quiet, args.expect,
-                          args.print_every, **client_curve(args, cfg))
+        sink = ResultSink(split_endpoints(args.connect) or cfg["endpoints"]["results"], args.output, args.quiet,
+                          args.expect, args.print_every, **client_curve(args, cfg))
     except (ValueError, OSError) as exc:
         print(f"sinks: error: {exc}", file=sys.stderr)
         return 2
