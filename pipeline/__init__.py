@@ -2,8 +2,8 @@
 person slots and recordings."""
 
 from .messages import (
-    PROTOCOL_VERSION, DecodeError, Decoder, Frame, Heartbeat, Message, Person, StreamEnd, StreamStart,
-    decode, encode, frame_from_arrays,
+    PROTOCOL_VERSION, DecodeError, Decoder, Frame, FrameBatch, Heartbeat, Message, Person, StreamEnd, StreamStart,
+    batch_frames, decode, encode, frame_from_arrays,
 )
 from .recording import Recording, RecordingWriter, iter_recording, read_recording
 from .ring_buffer import RingBuffer, StreamBuffers
@@ -11,8 +11,8 @@ from .tracker import SlotAssigner
 from .transport import FrameReceiver, FrameSender, ResultPublisher, ResultSubscriber, check_bind_endpoint
 
 __all__ = [
-    "PROTOCOL_VERSION", "DecodeError", "Decoder", "Frame", "Heartbeat", "Message", "Person", "StreamEnd",
-    "StreamStart", "decode", "encode", "frame_from_arrays", "Recording", "RecordingWriter", "iter_recording",
-    "read_recording", "RingBuffer", "StreamBuffers", "SlotAssigner", "FrameReceiver", "FrameSender",
-    "ResultPublisher", "ResultSubscriber", "check_bind_endpoint",
+    "PROTOCOL_VERSION", "DecodeError", "Decoder", "Frame", "FrameBatch", "Heartbeat", "Message", "Person",
+    "StreamEnd", "StreamStart", "batch_frames", "decode", "encode", "frame_from_arrays", "Recording",
+    "RecordingWriter", "iter_recording", "read_recording", "RingBuffer", "StreamBuffers", "SlotAssigner",
+    "FrameReceiver", "FrameSender", "ResultPublisher", "ResultSubscriber", "check_bind_endpoint",
 ]

@@ -1,13 +1,22 @@
 """Versioned msgpack wire format between the capture, inference and recording stages.
 
 Every message is one msgpack map carrying ``"v"`` (the protocol version) and ``"type"``.
-Four types exist: ``frame`` (the keypoints of one video frame), ``start`` and ``end``
-(the bounds of a stream, ``start`` carrying its metadata) and ``heartbeat``.
+Five types exist: ``frame`` (the keypoints of one video frame), ``frames`` (several
+consecutive frames of one stream, see :class:`FrameBatch`), ``start`` and ``end`` (the
+bounds of a stream, ``start`` carrying its metadata) and ``heartbeat``.
+
+Version 2 added ``frames``; everything else is unchanged from version 1, so version 1
+messages (old recordings, old senders) still decode, and a ``frames`` message claiming
+version 1 is refused. :func:`encode` writes version 2.
 
 Frames carry each person's keypoints as raw little-endian float32 bytes of a ``(V, 3)``
 array ``(x, y, confidence)`` with x and y divided by the image width and height, as in the
 Kinetics-skeleton JSON; absent joints have confidence 0. Bytes decode with one
 ``np.frombuffer`` instead of a list of floats per joint, which keeps both ends cheap.
+A ``frames`` batch carries its per-frame values as columns of raw little-endian bytes
+(int64 ``seq``, float64 ``t_capture`` and ``pose_ms``, uint8 person ``counts``, int64
+``tracks``) and the keypoints of all its persons as one float32 block, so decoding a batch
+costs a handful of numpy calls however many frames it holds.
 
 :func:`decode` treats its input as hostile: anything malformed raises :class:`DecodeError`
 and nothing else, and the msgpack size limits stop a forged length from allocating memory.
@@ -16,18 +25,20 @@ Long-running workers use :class:`Decoder`, which counts and logs bad input inste
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import msgpack
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_STREAM_LEN = 128
@@ -37,15 +48,20 @@ MAX_PERSONS = 64
 MAX_JOINTS = 256
 MAX_DIM = 65535
 MAX_META_ITEMS = 32
+MAX_BATCH_FRAMES = 1024
 KP_DTYPE = np.dtype("<f4")
+SEQ_DTYPE = np.dtype("<i8")
+TIME_DTYPE = np.dtype("<f8")
+COUNT_DTYPE = np.dtype("u1")
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _STREAM_RE = re.compile(rf"[A-Za-z0-9_.:@+\-]{{1,{MAX_STREAM_LEN}}}")
 
-# Every length msgpack may declare is capped before it allocates anything.
+# Every length msgpack may declare is capped before it allocates anything. A bin (a frame
+# batch's keypoint block) may be as long as a whole message, which is checked first.
 UNPACK_LIMITS: dict[str, int] = {
-    "max_bin_len": MAX_JOINTS * 3 * KP_DTYPE.itemsize,
+    "max_bin_len": MAX_MESSAGE_BYTES,
     "max_str_len": MAX_TEXT_LEN,
     "max_array_len": MAX_PERSONS,
     "max_map_len": MAX_META_ITEMS + 8,
@@ -160,7 +176,132 @@ class Heartbeat:
     t: float
 
 
-Message = Union[Frame, StreamStart, StreamEnd, Heartbeat]
+@dataclass(frozen=True, slots=True, eq=False)
+class FrameBatch:
+    """Consecutive frames of one stream in one message (replays, recordings, a sender behind).
+
+    Columns instead of objects: ``seq`` (int64), ``t_capture`` and ``pose_ms`` (float64) hold
+    one value per frame and ``counts`` the number of persons of each frame; ``tracks``
+    (int64, K) and ``keypoints`` (float32, ``(K, V, 3)``) hold the persons of all frames back
+    to back, K being ``counts.sum()``. Width, height, layout and joints are shared. Sequence
+    numbers increase strictly. :meth:`frames` and :meth:`from_frames` convert to and from
+    :class:`Frame`.
+    """
+
+    stream: str
+    width: int
+    height: int
+    layout: str
+    joints: int
+    seq: np.ndarray
+    t_capture: np.ndarray
+    pose_ms: np.ndarray
+    counts: np.ndarray
+    tracks: np.ndarray
+    keypoints: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "joints"):
+            object.__setattr__(self, name, _as_int(getattr(self, name), name))
+        for name, dtype in (("seq", np.int64), ("t_capture", np.float64), ("pose_ms", np.float64),
+                            ("counts", np.int64), ("tracks", np.int64), ("keypoints", np.float32)):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype))
+        n = self.seq.shape
+        if len(n) != 1 or self.t_capture.shape != n or self.pose_ms.shape != n or self.counts.shape != n:
+            raise ValueError("seq, t_capture, pose_ms and counts must be 1-D of one length")
+        k = int(self.counts.sum())
+        if self.tracks.shape != (k,) or self.keypoints.shape != (k, self.joints, 3):
+            raise ValueError(f"{k} persons need tracks of shape ({k},) and keypoints of shape ({k}, {self.joints}, 3), "
+                             f"got {self.tracks.shape} and {self.keypoints.shape}")
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def offsets(self) -> np.ndarray:
+        """``(N + 1,)`` start of each frame's persons in ``tracks``/``keypoints``, then K."""
+        out = np.zeros(len(self.counts) + 1, np.int64)
+        np.cumsum(self.counts, out=out[1:])
+        return out
+
+    def frame(self, i: int) -> Frame:
+        """Frame ``i`` as a :class:`Frame` (its keypoints are views into this batch)."""
+        start = int(self.counts[:i].sum())
+        stop = start + int(self.counts[i])
+        persons = tuple(_new_person(int(t), self.keypoints[j])
+                        for j, t in zip(range(start, stop), self.tracks[start:stop].tolist()))
+        return _new_frame(self.stream, int(self.seq[i]), float(self.t_capture[i]), self.width, self.height,
+                        self.layout, persons, float(self.pose_ms[i]), self.joints)
+
+    def frames(self) -> list[Frame]:
+        """Every frame as a :class:`Frame`, in order."""
+        offsets = self.offsets().tolist()
+        tracks = self.tracks.tolist()
+        out = []
+        for i, (seq, t, pose_ms) in enumerate(zip(self.seq.tolist(), self.t_capture.tolist(), self.pose_ms.tolist())):
+            persons = tuple(_new_person(tracks[j], self.keypoints[j]) for j in range(offsets[i], offsets[i + 1]))
+            out.append(_new_frame(self.stream, seq, t, self.width, self.height, self.layout, persons, pose_ms,
+                                self.joints))
+        return out
+
+    def select(self, which: np.ndarray | Sequence[int]) -> FrameBatch:
+        """The batch of the frames picked by a boolean mask or by indices, in order."""
+        idx = np.arange(len(self))[np.asarray(which)]
+        offsets = self.offsets()
+        persons = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx.tolist()] or [np.zeros(0, int)])
+        return FrameBatch(self.stream, self.width, self.height, self.layout, self.joints, self.seq[idx],
+                          self.t_capture[idx], self.pose_ms[idx], self.counts[idx], self.tracks[persons],
+                          self.keypoints[persons])
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> FrameBatch:
+        """One batch of frames that share stream, width, height, layout and joints."""
+        if not frames:
+            raise ValueError("a frame batch needs at least one frame")
+        first = frames[0]
+        head = (first.stream, first.width, first.height, first.layout, first.joints)
+        for f in frames:
+            if (f.stream, f.width, f.height, f.layout, f.joints) != head:
+                raise ValueError(f"frame {f.seq} differs from frame {first.seq} in stream, size, layout or joints")
+        persons = [p for f in frames for p in f.persons]
+        kp = np.stack([p.keypoints for p in persons]) if persons else np.zeros((0, first.joints, 3), np.float32)
+        return cls(*head, np.array([f.seq for f in frames], np.int64), np.array([f.t_capture for f in frames]),
+                   np.array([f.pose_ms for f in frames]), np.array([len(f.persons) for f in frames], np.int64),
+                   np.array([p.track for p in persons], np.int64), kp)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FrameBatch):
+            return NotImplemented
+        return (self.stream, self.width, self.height, self.layout, self.joints) == \
+            (other.stream, other.width, other.height, other.layout, other.joints) and all(
+                np.array_equal(getattr(self, name), getattr(other, name))
+                for name in ("seq", "t_capture", "pose_ms", "counts", "tracks", "keypoints"))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def batch_frames(frames: Iterable[Frame], max_frames: int = 64,
+                 max_bytes: int = MAX_MESSAGE_BYTES // 2) -> Iterator[FrameBatch]:
+    """Group consecutive frames into batches of at most ``max_frames`` frames and about
+    ``max_bytes`` of keypoints; a change of stream, size, layout or joints starts a new batch."""
+    if not 1 <= max_frames <= MAX_BATCH_FRAMES:
+        raise ValueError(f"max_frames must be in 1..{MAX_BATCH_FRAMES}")
+    group: list[Frame] = []
+    size = 0
+    head: tuple | None = None
+    for f in frames:
+        f_head = (f.stream, f.width, f.height, f.layout, f.joints)
+        f_size = len(f.persons) * f.joints * 3 * KP_DTYPE.itemsize + 32
+        if group and (f_head != head or len(group) >= max_frames or size + f_size > max_bytes):
+            yield FrameBatch.from_frames(group)
+            group, size = [], 0
+        group.append(f)
+        head = f_head
+        size += f_size
+    if group:
+        yield FrameBatch.from_frames(group)
+
+
+Message = Union[Frame, FrameBatch, StreamStart, StreamEnd, Heartbeat]
 
 
 def is_valid_stream_id(stream: object) -> bool:
@@ -190,6 +331,19 @@ def encode(msg: Message) -> bytes:
                 for p in msg.persons
             ],
         }
+    elif isinstance(msg, FrameBatch):
+        if len(msg.counts) and (msg.counts.min() < 0 or msg.counts.max() > MAX_PERSONS):
+            raise ValueError(f"cannot encode frames message: person counts must be in 0..{MAX_PERSONS}")
+        wire = {
+            "v": PROTOCOL_VERSION, "type": "frames", "stream": msg.stream, "width": msg.width,
+            "height": msg.height, "layout": msg.layout, "joints": msg.joints,
+            "seq": msg.seq.astype(SEQ_DTYPE, copy=False).tobytes(),
+            "t_capture": msg.t_capture.astype(TIME_DTYPE, copy=False).tobytes(),
+            "pose_ms": msg.pose_ms.astype(TIME_DTYPE, copy=False).tobytes(),
+            "counts": msg.counts.astype(COUNT_DTYPE).tobytes(),
+            "tracks": msg.tracks.astype(SEQ_DTYPE, copy=False).tobytes(),
+            "kp": msg.keypoints.astype(KP_DTYPE, copy=False).tobytes(),
+        }
     elif isinstance(msg, StreamStart):
         wire = {"v": PROTOCOL_VERSION, "type": "start", "stream": msg.stream, "t": msg.t, "meta": dict(msg.meta)}
     elif isinstance(msg, StreamEnd):
@@ -217,7 +371,7 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     if len(data) == 0:
         raise DecodeError("empty")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, **UNPACK_LIMITS)
+        obj = _unpackb(data)
     except msgpack.ExtraData:
         raise DecodeError("trailing_bytes") from None
     except Exception as exc:  # msgpack signals bad input with several exception types
@@ -243,11 +397,11 @@ def parse(obj: object) -> Message:
     version = obj["v"]
     if type(version) is not int:
         raise DecodeError("bad_field:v", f"expected int, got {type(version).__name__}")
-    if version != PROTOCOL_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise DecodeError("unsupported_version", str(version))
     kind = obj.get("type")
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
-    if parser is None:
+    if parser is None or (version < 2 and kind == "frames"):
         raise DecodeError("unknown_type", repr(kind)[:40])
     return parser(obj)
 
@@ -356,7 +510,89 @@ def _stream(obj: Mapping[str, Any], kind: str) -> str:
     return value
 
 
+def _trusted_builder(cls: type) -> Callable[..., Any]:
+    """A function building ``cls`` from already validated field values, in field order.
+
+    It skips ``__init__`` and its ``__post_init__`` checks and conversions, which cost more
+    than the whole decoding of a frame otherwise; only the parsers, after validating, use it.
+    The body is generated (as dataclasses do) to set each slot with one descriptor call.
+    """
+    names = cls.__slots__
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update({f"_set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(f"    _set_{name}(obj, {name})\n" for name in names)
+    exec(f"def build({', '.join(names)}):\n    obj = _new(_cls)\n{body}    return obj\n", namespace)
+    return namespace["build"]
+
+
+_new_person = _trusted_builder(Person)
+_new_frame = _trusted_builder(Frame)
+_new_batch = _trusted_builder(FrameBatch)
+_unpackb = functools.partial(msgpack.unpackb, raw=False, strict_map_key=True, **UNPACK_LIMITS)
+_KNOWN_STREAMS: set[str] = set()  # ids already found valid, so the regex runs once per stream
+_MAX_KNOWN_STREAMS = 4096
+
+
+def _known_stream(stream: str) -> bool:
+    if stream in _KNOWN_STREAMS:
+        return True
+    if not is_valid_stream_id(stream):
+        return False
+    if len(_KNOWN_STREAMS) >= _MAX_KNOWN_STREAMS:
+        _KNOWN_STREAMS.clear()
+    _KNOWN_STREAMS.add(stream)
+    return True
+
+
 def _parse_frame(obj: Mapping[str, Any]) -> Frame:
+    """A frame message: the common well-formed case on a fast path, anything else checked field by field."""
+    frame = _parse_frame_fast(obj)
+    return frame if frame is not None else _parse_frame_checked(obj)
+
+
+def _parse_frame_fast(obj: Mapping[str, Any]) -> Frame | None:
+    """The frame if every field is plainly valid, else None (the checked parser then names the fault).
+
+    Accepts only what :func:`_parse_frame_checked` accepts, with the same result.
+    """
+    try:
+        stream, seq, t_capture = obj["stream"], obj["seq"], obj["t_capture"]
+        width, height, layout, joints, raw = obj["width"], obj["height"], obj["layout"], obj["joints"], obj["persons"]
+    except (KeyError, TypeError):
+        return None
+    pose_ms = obj.get("pose_ms", 0.0)
+    if not (type(seq) is int and 0 <= seq <= _INT64_MAX and type(t_capture) is float and math.isfinite(t_capture)
+            and type(width) is int and 1 <= width <= MAX_DIM and type(height) is int and 1 <= height <= MAX_DIM
+            and type(layout) is str and 0 < len(layout) <= MAX_NAME_LEN and type(joints) is int
+            and 1 <= joints <= MAX_JOINTS and type(pose_ms) is float and math.isfinite(pose_ms) and pose_ms >= 0.0
+            and type(raw) is list and len(raw) <= MAX_PERSONS and type(stream) is str
+            and _known_stream(stream)):
+        return None
+    nbytes = joints * 3 * KP_DTYPE.itemsize
+    tracks = []
+    blobs = []
+    for item in raw:
+        if type(item) is not dict:
+            return None
+        track, kp = item.get("track"), item.get("kp")
+        if (type(track) is not int or not _INT64_MIN <= track <= _INT64_MAX or type(kp) is not bytes
+                or len(kp) != nbytes):
+            return None
+        tracks.append(track)
+        blobs.append(kp)
+    persons: tuple[Person, ...] = ()
+    if tracks:
+        if len(tracks) > 1 and len(set(tracks)) != len(tracks):
+            return None
+        block = np.frombuffer(blobs[0] if len(blobs) == 1 else b"".join(blobs), dtype=KP_DTYPE)
+        if not math.isfinite(block.dot(block)):  # NaN, inf, or an overflow the checked parser sorts out
+            return None
+        block = block.astype(np.float32, copy=False).reshape(len(tracks), joints, 3)
+        persons = tuple([_new_person(track, block[i]) for i, track in enumerate(tracks)])
+    return _new_frame(stream, seq, t_capture, width, height, layout, persons, pose_ms, joints)
+
+
+def _parse_frame_checked(obj: Mapping[str, Any]) -> Frame:
     kind = "frame"
     stream = _stream(obj, kind)
     seq = _int(obj, "seq", kind, 0, _INT64_MAX)
@@ -396,6 +632,87 @@ def _parse_frame(obj: Mapping[str, Any]) -> Frame:
     return Frame(stream, seq, t_capture, width, height, layout, people, pose_ms, joints)
 
 
+def _column(obj: Mapping[str, Any], key: str, kind: str, dtype: np.dtype, n: int | None = None,
+            reason: str | None = None) -> np.ndarray:
+    """A raw little-endian bytes field as a read-only 1-D array (of ``n`` items when given)."""
+    value = _get(obj, key, kind)
+    if type(value) is not bytes:
+        raise DecodeError(f"bad_field:{key}", f"expected bytes, got {type(value).__name__}")
+    if len(value) % dtype.itemsize or (n is not None and len(value) != n * dtype.itemsize):
+        expected = f"{n} x {dtype.itemsize}" if n is not None else f"a multiple of {dtype.itemsize}"
+        raise DecodeError(reason or f"bad_field:{key}", f"{len(value)} bytes, expected {expected}")
+    return np.frombuffer(value, dtype=dtype)
+
+
+def _parse_frames(obj: Mapping[str, Any]) -> FrameBatch:
+    kind = "frames"
+    stream = _stream(obj, kind)
+    width = _int(obj, "width", kind, 1, MAX_DIM)
+    height = _int(obj, "height", kind, 1, MAX_DIM)
+    layout = _str(obj, "layout", kind, MAX_NAME_LEN)
+    if not layout:
+        raise DecodeError("bad_field:layout", "empty")
+    joints = _int(obj, "joints", kind, 1, MAX_JOINTS)
+    # Few numpy calls per column: a batch costs about as much as a few single frames.
+    seq = _column(obj, "seq", kind, SEQ_DTYPE)
+    n = len(seq)
+    if not 1 <= n <= MAX_BATCH_FRAMES:
+        raise DecodeError("bad_field:seq", f"{n} frames, expected 1..{MAX_BATCH_FRAMES}")
+    if _MIN(seq) < 0 or (n > 1 and _MIN(seq[1:] - seq[:-1]) <= 0):  # all >= 0: no difference overflows
+        raise DecodeError("bad_field:seq", "negative or not strictly increasing")
+    t_capture = _column(obj, "t_capture", kind, TIME_DTYPE, n)
+    if not _all_finite(t_capture):
+        raise DecodeError("bad_field:t_capture", "not finite")
+    if "pose_ms" in obj:
+        pose_ms = _column(obj, "pose_ms", kind, TIME_DTYPE, n)
+        if not (_MIN(pose_ms) >= 0 and _all_finite(pose_ms)):
+            raise DecodeError("bad_field:pose_ms", "negative or not finite")
+    else:
+        pose_ms = np.zeros(n, np.float64)
+    counts = _column(obj, "counts", kind, COUNT_DTYPE, n)
+    most = int(_MAX(counts))
+    if most > MAX_PERSONS:
+        raise DecodeError("too_many_persons", str(most))
+    uniform = most == int(_MIN(counts))
+    k = most * n if uniform else int(_SUM(counts, dtype=np.int64))
+    tracks = _column(obj, "tracks", kind, SEQ_DTYPE, k)
+    kp = _column(obj, "kp", "frames", KP_DTYPE, k * joints * 3, reason="bad_kp_length")
+    if k and not _all_finite(kp):
+        raise DecodeError("non_finite_keypoints")
+    if k > 1 and _has_duplicate_tracks(counts, tracks, most if uniform else None):
+        raise DecodeError("duplicate_track")
+    return _new_batch(stream, width, height, layout, joints, seq.astype(np.int64, copy=False),
+                      t_capture.astype(np.float64, copy=False), pose_ms.astype(np.float64, copy=False),
+                      counts.astype(np.int64), tracks.astype(np.int64, copy=False),
+                      kp.astype(np.float32, copy=False).reshape(k, joints, 3))
+
+
+_MIN, _MAX, _SUM = np.minimum.reduce, np.maximum.reduce, np.add.reduce
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """No NaN or inf: one dot product (NaN and inf propagate, quietly) unless it overflows."""
+    if math.isfinite(values.dot(values)):
+        return True
+    return bool(np.isfinite(values).all())
+
+
+def _has_duplicate_tracks(counts: np.ndarray, tracks: np.ndarray, per_frame: int | None) -> bool:
+    """Whether any frame lists one track id twice (``per_frame``: every frame has that many persons)."""
+    if per_frame is not None:
+        if per_frame < 2:
+            return False
+        rows = tracks.reshape(-1, per_frame)
+        if per_frame == 2:
+            return bool((rows[:, 0] == rows[:, 1]).any())
+        rows = np.sort(rows, axis=1)
+        return bool((rows[:, 1:] == rows[:, :-1]).any())
+    frame_of = np.repeat(np.arange(len(counts)), counts)
+    order = np.lexsort((tracks, frame_of))
+    t, f = tracks[order], frame_of[order]
+    return bool(((t[1:] == t[:-1]) & (f[1:] == f[:-1])).any())
+
+
 def _parse_start(obj: Mapping[str, Any]) -> StreamStart:
     stream = _stream(obj, "start")
     t = _float(obj, "t", "start")
@@ -425,5 +742,6 @@ def _parse_heartbeat(obj: Mapping[str, Any]) -> Heartbeat:
 
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
-    "frame": _parse_frame, "start": _parse_start, "end": _parse_end, "heartbeat": _parse_heartbeat,
+    "frame": _parse_frame, "frames": _parse_frames, "start": _parse_start, "end": _parse_end,
+    "heartbeat": _parse_heartbeat,
 }

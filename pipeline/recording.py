@@ -1,7 +1,9 @@
 """The pipeline's own skeleton recording format: wire messages back to back.
 
 One file per stream, ``<stream>.skel``: the ``start`` message (fps, source, layout, width,
-height, joints), every frame message exactly as it arrived, then the ``end`` message.
+height, joints), every frame message exactly as it arrived (single frames or frame
+batches; recordings of either kind, and of protocol version 1, read alike), then the ``end``
+message.
 msgpack maps are self-delimiting, so the file is read as a stream of messages and a
 replay can resend the original bytes bit for bit.
 
@@ -22,7 +24,7 @@ from typing import BinaryIO, Iterator, NamedTuple
 import msgpack
 
 from .messages import (
-    MAX_MESSAGE_BYTES, UNPACK_LIMITS, DecodeError, Frame, Heartbeat, Message, StreamEnd, StreamStart,
+    MAX_MESSAGE_BYTES, UNPACK_LIMITS, DecodeError, Frame, FrameBatch, Heartbeat, Message, StreamEnd, StreamStart,
     decode, encode, is_valid_stream_id, parse,
 )
 
@@ -34,7 +36,7 @@ REQUIRED_META = ("fps", "source", "layout", "width", "height", "joints")
 
 
 class Recording(NamedTuple):
-    """A whole recording: its start, its frames in file order, its end (None if missing)."""
+    """A whole recording: its start, its frames in file order (batches unpacked), its end (None if missing)."""
 
     start: StreamStart | None
     frames: list[Frame]
@@ -97,6 +99,8 @@ class RecordingWriter:
         self._unflushed += 1
         if isinstance(decoded, Frame):
             self.frames += 1
+        elif isinstance(decoded, FrameBatch):
+            self.frames += len(decoded)
         if isinstance(decoded, StreamEnd):
             self._finish()
             return
@@ -220,6 +224,8 @@ def read_recording(path: str | Path) -> Recording:
     for msg in iter_recording(path):
         if isinstance(msg, Frame):
             frames.append(msg)
+        elif isinstance(msg, FrameBatch):
+            frames.extend(msg.frames())
         elif isinstance(msg, StreamStart):
             start = msg
         elif isinstance(msg, StreamEnd):

@@ -387,9 +387,15 @@ class FrameReceiver:
         if first is None:
             return out
         out.append(first)
-        while len(out) < max_n and self._sock.poll(0, zmq.POLLIN):
-            data = self._take()
-            if data is not None:
+        sock = self._sock
+        while len(out) < max_n:  # non-blocking receives until the queue is empty: no poll per message
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if sock.getsockopt(zmq.RCVMORE):
+                self._reject_rest()
+            else:
                 out.append(data)
         return out
 
@@ -399,13 +405,17 @@ class FrameReceiver:
         except zmq.Again:
             return None
         if self._sock.getsockopt(zmq.RCVMORE):
-            while self._sock.getsockopt(zmq.RCVMORE):
-                self._sock.recv()
-            self.rejected += 1
-            if self.rejected == 1 or self.rejected % 1000 == 0:
-                log.warning("%s: discarded %d multipart message(s)", self.endpoint, self.rejected)
+            self._reject_rest()
             return None
         return data
+
+    def _reject_rest(self) -> None:
+        """Discard the remaining parts of a multipart message (not part of the protocol)."""
+        while self._sock.getsockopt(zmq.RCVMORE):
+            self._sock.recv()
+        self.rejected += 1
+        if self.rejected == 1 or self.rejected % 1000 == 0:
+            log.warning("%s: discarded %d multipart message(s)", self.endpoint, self.rejected)
 
     def close(self) -> None:
         """Close the socket."""

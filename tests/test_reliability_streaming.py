@@ -69,7 +69,7 @@ def frame_wire(frame: Frame) -> dict:
 _INT_BAD = [None, True, 1.5, "7", b"7", [1], {"a": 1}, -1.0]
 _FLOAT_BAD = [None, True, "1.0", b"1", [1.0], {"x": 1.0}, math.nan, math.inf, -math.inf]
 _BAD_BY_FIELD = {
-    "v": _INT_BAD + [0, 2, -1, 99, 1 << 40],
+    "v": _INT_BAD + [0, 3, -1, 99, 1 << 40],  # 1 and 2 are the supported versions
     "type": [None, 1, b"frame", "Frame", "", "frames", ["frame"]],
     "stream": [None, 1, b"cam", "", "a/b", "x" * 129, "..", "sp ace", ["cam"]],
     "seq": _INT_BAD + [-1, -(1 << 40)],
@@ -161,10 +161,10 @@ def must_fail_message(rng, base: dict, valid: bytes) -> bytes:
         return huge_header(rng)
     if kind == 7:  # a valid message with trailing bytes
         return valid + rng.bytes(int(rng.integers(1, 8)))
-    # a random msgpack object that is not a map, or a map that cannot be a message (no v == 1)
+    # a random msgpack object that is not a map, or a map that cannot be a message (no v of 1 or 2)
     obj = random_msgpack_object(rng)
     if isinstance(obj, dict):
-        obj["v"] = int(rng.integers(2, 1000))
+        obj["v"] = int(rng.integers(3, 1000))
     return msgpack.packb(obj, use_bin_type=True)
 
 

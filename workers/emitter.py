@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import zmq
 
-from pipeline.messages import Frame, StreamEnd, StreamStart
+from pipeline.messages import Frame, FrameBatch, StreamEnd, StreamStart
 from pipeline.sharding import pick_endpoint
 from pipeline.transport import DEFAULT_LINGER_MS, CurveKeyPair, FrameSender, SenderStopped, SendTimeout
 
@@ -68,7 +68,8 @@ class StreamEmitter:
         self.sender.send_control(StreamStart(self.stream, time.time(), self.meta))
         self._next_start = time.monotonic() + START_RESEND_S
 
-    def frame(self, frame: Frame) -> bool:
+    def frame(self, frame: Frame | FrameBatch) -> bool:
+        """Send one frame or a batch of frames (see ``pipeline.messages.FrameBatch``)."""
         try:
             if not self.live and time.monotonic() >= self._next_start:
                 # lossless, in order with the frames; a live source needs none (unknown means live)
@@ -77,10 +78,12 @@ class StreamEmitter:
             self.sender.send(frame)
         except (SenderStopped, SendTimeout):
             return False
-        self.sent += 1
-        if self.state_file is not None and frame.seq % 10 == 0:
+        batch = isinstance(frame, FrameBatch)
+        self.sent += len(frame) if batch else 1
+        seq = int(frame.seq[-1]) if batch else frame.seq
+        if self.state_file is not None and (batch or seq % 10 == 0):
             tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seq": frame.seq}))
+            tmp.write_text(json.dumps({"seq": seq}))
             os.replace(tmp, self.state_file)
         return not self.stop.is_set()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.messages import Decoder, Frame, Heartbeat, StreamEnd, StreamStart
+from pipeline.messages import Decoder, Frame, FrameBatch, Heartbeat, StreamEnd, StreamStart, encode
 from pipeline.recording import RecordingWriter, recording_path
 from pipeline.ring_buffer import RingBuffer
 from pipeline.scheduler import Job, Scheduler
@@ -113,13 +113,19 @@ class InferenceWorker:
         return state
 
     def handle(self, data: bytes, t_recv: float | None = None) -> None:
-        """Take one raw message; bad ones are counted and dropped, never raised."""
+        """Take one raw message; bad ones are counted and dropped, never raised.
+
+        A frame batch goes through exactly the steps of its frames sent one by one (slots,
+        ring buffer, a window every ``stride`` frames, recording), in bulk between windows.
+        """
         t_recv = time.time() if t_recv is None else t_recv
         msg = self.decoder.decode(data)
         if msg is None:
             return
         if isinstance(msg, Frame):
             self._on_frame(msg, data, t_recv)
+        elif isinstance(msg, FrameBatch):
+            self._on_batch(msg, data, t_recv)
         elif isinstance(msg, StreamStart):
             self._on_start(msg, data)
         elif isinstance(msg, StreamEnd):
@@ -161,7 +167,7 @@ class InferenceWorker:
         state = self._state(msg.stream)
         try:
             frame = state.slots.assign(msg.persons, joints=self.engine.joints)
-            written = state.buffer.append(frame, msg.seq)
+            written = state.buffer.append(frame, msg.seq, check_finite=False)  # the decoder refused NaN/inf
         except ValueError as exc:
             self.counters.bad_frames += 1
             log.warning("stream %s seq %d: %s; dropped", msg.stream, msg.seq, exc)
@@ -175,6 +181,75 @@ class InferenceWorker:
         state.since += written
         if state.buffer.valid >= self.min_frames and state.since >= self.stride:
             self._enqueue(msg.stream, state)
+
+    def _on_batch(self, msg: FrameBatch, data: bytes, t_recv: float) -> None:
+        """A batch as its frames one by one would go, in chunks that end where a window is due."""
+        n = len(msg)
+        self.counters.frames_in += n
+        if msg.layout != self.engine.layout or (len(msg.tracks) and msg.joints != self.engine.joints):
+            self.counters.bad_frames += n
+            if self.counters.bad_frames <= 5:
+                log.warning("stream %s: frame layout %s/%d joints does not match the model (%s/%d); %d dropped",
+                            msg.stream, msg.layout, msg.joints, self.engine.layout, self.engine.joints, n)
+            return
+        state = self._state(msg.stream)
+        written, windows = self._batch_windows(state, msg.seq)
+        ends = windows if windows and windows[-1] == n - 1 else windows + [n - 1]
+        due = set(windows)
+        offsets = msg.offsets() if len(ends) > 1 else None
+        joints = self.engine.joints
+        lo = 0
+        for hi in ends:
+            try:
+                if hi == lo:
+                    state.buffer.append(state.slots.assign(msg.frame(lo).persons, joints=joints), int(msg.seq[lo]),
+                                        check_finite=False)
+                elif offsets is None:
+                    clip = state.slots.assign_many(msg.counts, msg.tracks, msg.keypoints, joints)
+                    state.buffer.append_many(clip, msg.seq, check_finite=False)
+                else:
+                    a, b = int(offsets[lo]), int(offsets[hi + 1])
+                    clip = state.slots.assign_many(msg.counts[lo:hi + 1], msg.tracks[a:b], msg.keypoints[a:b], joints)
+                    state.buffer.append_many(clip, msg.seq[lo:hi + 1], check_finite=False)
+            except ValueError as exc:
+                self.counters.bad_frames += n - lo
+                log.warning("stream %s seqs %d..%d: %s; dropped", msg.stream, msg.seq[lo], msg.seq[-1], exc)
+                break
+            steps = hi - lo + 1 if written is None else int(written[lo:hi + 1].sum())
+            if steps:
+                last = hi if written is None else lo + int(np.flatnonzero(written[lo:hi + 1])[-1])
+                state.last, state.t_recv = msg.frame(last), t_recv
+                state.since += steps
+            if hi in due:
+                self._enqueue(msg.stream, state)
+            lo = hi + 1
+        kept = np.arange(lo) if written is None else np.flatnonzero(written[:lo])
+        self.counters.stale += lo - len(kept)
+        if state.recorder is not None and len(kept):
+            state.recorder.write(data if len(kept) == n else encode(msg.select(kept)))
+
+    def _batch_windows(self, state: StreamState, seqs: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
+        """Per frame of a batch the time steps it writes (None: one each) and the frames after
+        which a window is due, exactly as frame by frame: every ``stride`` written steps once
+        the buffer holds ``min_frames``."""
+        n = len(seqs)
+        buf = state.buffer
+        if buf.follows(seqs):  # consecutive frames: the windows fall at fixed offsets
+            first = max(self.min_frames - buf.valid, self.stride - state.since, 1) - 1
+            return None, list(range(first, n, self.stride))
+        written, _, valid = buf.plan(seqs)
+        total = np.cumsum(written)
+        due = (written > 0) & (valid >= self.min_frames)
+        windows: list[int] = []
+        lo, since = 0, state.since
+        while lo < n:
+            done = int(total[lo - 1]) if lo else 0
+            hits = np.flatnonzero(due[lo:] & (total[lo:] - done >= self.stride - since))
+            if not len(hits):
+                break
+            windows.append(lo + int(hits[0]))
+            lo, since = windows[-1] + 1, 0
+        return written, windows
 
     def _enqueue(self, stream: str, state: StreamState) -> None:
         last = state.last
@@ -204,7 +279,9 @@ class InferenceWorker:
         if not jobs:
             return
         t0 = time.time()
-        probs, nxt = self.engine(np.stack([j.window for j in jobs]))
+        batch = self.engine.input_buffer(len(jobs))  # on CUDA, the pinned memory the GPU reads
+        np.stack([j.window for j in jobs], out=batch)
+        probs, nxt = self.engine(batch)
         t1 = time.time()
         self.counters.batches += 1
         k = min(5, probs.shape[1])
@@ -301,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         from stgcn.engine import Engine
 
         icfg = cfg["inference"]
-        engine = Engine(args.weights or icfg.get("weights") or DEFAULT_WEIGHTS, args.device or icfg["device"])
+        engine = Engine(args.weights or icfg.get("weights") or DEFAULT_WEIGHTS, args.device or icfg["device"],
+                        persons=icfg["persons"])
         stride = args.stride or icfg["stride"][engine.device.type]
         worker = InferenceWorker(engine, listen, publish, stride=stride,
                                  min_frames=icfg["min_frames"], buffer_len=icfg["buffer_frames"],

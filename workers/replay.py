@@ -1,10 +1,13 @@
 """Replay recorded skeletons through the pipeline, exactly as live frames would arrive.
 
-    python -m workers.replay PATH [--connect EP] [--fps F | --fast] [--index N] [--stream ID]
+    python -m workers.replay PATH [--connect EP] [--fps F | --fast] [--index N] [--stream ID] [--batch N]
 
 PATH is one of: a pipeline recording (``.skel``), a Kinetics-skeleton per-clip JSON, or an
 st-gcn ``*_data.npy`` dataset (one sample, ``--index``). Frames keep their keypoints and
 track ids; their capture time is the time they are sent, so latencies mean what they do live.
+Frames go one per message while the replay keeps its pace; a fast replay, or one that fell
+behind, sends every frame that is due in batch messages of up to ``--batch`` frames, which
+the inference worker ingests many times faster (bench/transport.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.messages import Frame, Person, sanitize_stream_id
+from pipeline.messages import MAX_BATCH_FRAMES, Frame, Person, batch_frames, sanitize_stream_id
 from pipeline.recording import read_recording
 from pipeline.sharding import split_endpoints
 from stgcn.graph import LAYOUTS
@@ -28,6 +31,7 @@ from workers.config import (add_common_args, add_curve_args, client_curve, load_
 from workers.emitter import StreamEmitter, read_resume_seq
 
 log = logging.getLogger("workers.replay")
+DEFAULT_BATCH = 128
 _LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
 
 
@@ -89,19 +93,23 @@ def load_frames(path: str | Path, index: int = 0, npy_offset: float = 0.0
     raise ReplayError(f"{path}: unknown file type (expected .skel, .json or .npy)")
 
 
-def paced(frames: list[Frame], fps: float | None, start_seq: int = -1) -> Iterator[Frame]:
-    """Frames after ``start_seq``, released at ``fps`` (None/0: as fast as possible), re-stamped."""
+def due_groups(frames: list[Frame], fps: float | None, start_seq: int = -1,
+               max_frames: int = DEFAULT_BATCH) -> Iterator[list[Frame]]:
+    """The frames after ``start_seq`` in groups of those due: at ``fps``, each frame when its
+    time comes (several at once only after falling behind); without ``fps``, ``max_frames``
+    at a time."""
+    todo = [f for f in frames if f.seq > start_seq]
     t0 = time.monotonic()
-    n = 0
-    for frame in frames:
-        if frame.seq <= start_seq:
-            continue
+    i = 0
+    while i < len(todo):
+        j = min(len(todo), i + max_frames)
         if fps:
-            delay = t0 + n / fps - time.monotonic()
+            delay = t0 + i / fps - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        n += 1
-        yield frame
+            j = min(j, max(i + 1, int((time.monotonic() - t0) * fps) + 1))
+        yield todo[i:j]
+        i = j
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--npy-offset", type=float, default=0.0,
                         help="added to x, y of npy data (0.5 undoes the Kinetics minus-0.5 preprocessing)")
     parser.add_argument("--state-file", help="resume file: a restarted replay continues after its last frame")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help=f"most frames per message when fast or behind (1..{MAX_BATCH_FRAMES}; 1: one per message; "
+                        f"default {DEFAULT_BATCH})")
     add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
+    if not 1 <= args.batch <= MAX_BATCH_FRAMES:
+        parser.error(f"--batch must be in 1..{MAX_BATCH_FRAMES}")
     setup_logging(args.debug)
     stop = stop_on_signals()
     try:
@@ -144,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
              f"{fps:g} fps" if fps else "full speed")
     emitter.start()
     reason = "eof"
-    for frame in paced(frames, fps, -1 if start_seq is None else start_seq):
-        if not emitter.frame(replace(frame, stream=stream, t_capture=time.time())):
+    for group in due_groups(frames, fps, -1 if start_seq is None else start_seq, args.batch):
+        now = time.time()
+        group = [replace(frame, stream=stream, t_capture=now) for frame in group]
+        if not all(emitter.frame(msg) for msg in (group if len(group) == 1 else batch_frames(group, args.batch))):
             reason = "stopped"
             break
     emitter.end(reason)

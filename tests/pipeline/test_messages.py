@@ -1,4 +1,4 @@
-"""Wire format: round trips, rejection of malformed input, and a mutation fuzz."""
+"""Wire format: round trips, rejection of malformed input, frame batches, version 1 input."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline.messages import (
-    MAX_PERSONS, PROTOCOL_VERSION, DecodeError, Decoder, Frame, Heartbeat, Person, StreamEnd, StreamStart,
-    decode, encode, frame_from_arrays, is_valid_stream_id, parse, sanitize_stream_id,
+    MAX_BATCH_FRAMES, MAX_MESSAGE_BYTES, MAX_PERSONS, PROTOCOL_VERSION, DecodeError, Decoder, Frame, FrameBatch,
+    Heartbeat, Person, StreamEnd, StreamStart, _parse_frame_checked, _parse_frame_fast, batch_frames, decode,
+    encode, frame_from_arrays, is_valid_stream_id, parse, sanitize_stream_id,
 )
 
 V = 18
@@ -113,7 +114,7 @@ BAD_MESSAGES = {
     "not_a_map": lambda: pack([1, 2, 3]),
     "empty": lambda: b"",
     "missing_field:v": lambda: pack(wire(v=...)),
-    "unsupported_version": lambda: pack(wire(v=2)),
+    "unsupported_version": lambda: pack(wire(v=3)),
     "bad_field:v": lambda: pack(wire(v=True)),
     "unknown_type": lambda: pack(wire(type="video")),
     "missing_field:seq": lambda: pack(wire(seq=...)),
@@ -153,7 +154,7 @@ def test_bad_message_raises_decode_error_with_its_reason(reason: str) -> None:
     (b"\xdf\xff\xff\xff\xff", "size_limit"),  # map declaring 4 G entries
     (b"\xc6\xff\xff\xff\xff", "truncated"),  # bin declaring 4 GiB, not present
     (b"\xdb\x7f\xff\xff\xff", "truncated"),  # str declaring 2 GiB, not present
-    (b"\xc5\x10\x00" + bytes(4096), "size_limit"),  # bin larger than any keypoint block
+    (b"\xc5\x10\x00" + bytes(4096), "not_a_map"),  # a bin may be as long as a message (a batch's keypoints)
     (b"\xda\x08\x00" + b"a" * 2048, "size_limit"),  # str larger than any text field
     (b"\x91" * 5000, "not_msgpack"),  # nesting deep enough to exhaust the unpacker's stack
     (b"\xd6\xff\x00\x00\x00\x00", "ext_type"),  # msgpack timestamp extension
@@ -261,3 +262,197 @@ def test_fuzzed_messages_only_ever_raise_decode_error() -> None:
                 assert all(np.isfinite(p.keypoints).all() and p.keypoints.shape == (msg.joints, 3)
                            for p in msg.persons)
     assert outcomes["bad"] > 1000 and outcomes["ok"] > 0
+
+
+# ---- version 1 input -------------------------------------------------------------------------
+
+def test_version_1_messages_still_decode_to_the_same_messages() -> None:
+    frame = make_frame()
+    assert decode(pack(wire(frame, v=1))) == frame
+    for msg in (StreamStart("cam0", 1.0, {"fps": 30.0}), StreamEnd("cam0", 2.0, "eof"), Heartbeat("cam0", 3.0)):
+        obj = msgpack.unpackb(encode(msg), raw=False)
+        assert obj["v"] == PROTOCOL_VERSION == 2
+        assert decode(pack(dict(obj, v=1))) == msg
+
+
+def test_a_frames_batch_claiming_version_1_is_refused() -> None:
+    obj = msgpack.unpackb(encode(FrameBatch.from_frames([make_frame()])), raw=False)
+    assert decode(pack(obj)).stream == "cam0"
+    with pytest.raises(DecodeError, match="unknown_type"):
+        decode(pack(dict(obj, v=1)))
+
+
+# ---- frame batches ---------------------------------------------------------------------------
+
+def make_frames(n: int = 10, seed: int = 0, counts: list[int] | None = None, first_seq: int = 100) -> list[Frame]:
+    """Consecutive frames of one stream with 0..3 persons whose tracks come and go."""
+    rng = np.random.default_rng(seed)
+    counts = counts if counts is not None else [int(c) for c in rng.integers(0, 4, n)]
+    return [frame_from_arrays("cam0", first_seq + i, 1_700_000_000.0 + i / 30, 640, 480, "openpose",
+                              [rng.random((V, 3), dtype=np.float32) for _ in range(c)],
+                              [int(t) for t in rng.choice(50, c, replace=False)], pose_ms=float(i), joints=V)
+            for i, c in enumerate(counts)]
+
+
+def batch_wire(batch: FrameBatch | None = None, **changes: object) -> dict:
+    obj = msgpack.unpackb(encode(batch or FrameBatch.from_frames(make_frames())), raw=False)
+    for key, value in changes.items():
+        if value is ...:
+            del obj[key]
+        else:
+            obj[key] = value
+    return obj
+
+
+def test_batch_round_trip_gives_back_every_frame_bitwise() -> None:
+    frames = make_frames(12)
+    batch = FrameBatch.from_frames(frames)
+    out = decode(encode(batch))
+    assert isinstance(out, FrameBatch) and out == batch and len(out) == 12
+    assert out.frames() == frames
+    assert [out.frame(i) for i in range(12)] == frames
+    assert out.keypoints.dtype == np.float32 and out.keypoints.shape == (int(out.counts.sum()), V, 3)
+    with pytest.raises(ValueError):
+        out.keypoints[0, 0, 0] = 1.0  # read-only views of the message
+
+
+def test_batch_of_frames_without_persons_and_of_one_frame() -> None:
+    empty = make_frames(3, counts=[0, 0, 0])
+    assert decode(encode(FrameBatch.from_frames(empty))).frames() == empty
+    one = make_frames(1, counts=[2])
+    assert decode(encode(FrameBatch.from_frames(one))).frames() == one
+
+
+def test_batch_columns_are_raw_little_endian_bytes() -> None:
+    batch = FrameBatch.from_frames(make_frames(4, counts=[1, 2, 0, 1]))
+    obj = batch_wire(batch)
+    assert obj["type"] == "frames" and obj["v"] == 2
+    assert struct.unpack("<4q", obj["seq"]) == (100, 101, 102, 103)
+    assert obj["counts"] == bytes([1, 2, 0, 1])
+    assert len(obj["tracks"]) == 4 * 8 and len(obj["kp"]) == 4 * V * 3 * 4
+    assert struct.unpack("<4d", obj["pose_ms"]) == (0.0, 1.0, 2.0, 3.0)
+
+
+def test_select_keeps_the_chosen_frames_with_their_persons() -> None:
+    frames = make_frames(8)
+    batch = FrameBatch.from_frames(frames)
+    assert batch.select(np.array([1, 4, 7])).frames() == [frames[1], frames[4], frames[7]]
+    mask = np.zeros(8, bool)
+    mask[[0, 5]] = True
+    assert batch.select(mask).frames() == [frames[0], frames[5]]
+
+
+def test_from_frames_refuses_frames_of_different_streams_or_sizes() -> None:
+    a, b = make_frames(2)
+    with pytest.raises(ValueError, match="differs"):
+        FrameBatch.from_frames([a, Frame("other", 5, 0.0, 640, 480, "openpose", (), joints=V)])
+    with pytest.raises(ValueError, match="differs"):
+        FrameBatch.from_frames([a, Frame("cam0", 5, 0.0, 320, 240, "openpose", (), joints=V)])
+    with pytest.raises(ValueError, match="at least one"):
+        FrameBatch.from_frames([])
+
+
+def test_batch_frames_splits_by_count_bytes_and_header() -> None:
+    frames = make_frames(10, counts=[2] * 10)
+    assert [len(b) for b in batch_frames(frames, max_frames=4)] == [4, 4, 2]
+    per_frame = 2 * V * 3 * 4 + 32
+    assert [len(b) for b in batch_frames(frames, max_frames=64, max_bytes=3 * per_frame)] == [3, 3, 3, 1]
+    mixed = frames[:3] + [Frame("cam0", 200, 0.0, 320, 240, "openpose", (), joints=V)] + frames[3:5]
+    assert [len(b) for b in batch_frames(mixed)] == [3, 1, 2]
+    assert [f for b in batch_frames(mixed, max_frames=2) for f in b.frames()] == mixed
+    with pytest.raises(ValueError):
+        next(batch_frames(frames, max_frames=MAX_BATCH_FRAMES + 1))
+
+
+def test_the_largest_batch_fits_in_a_message() -> None:
+    frames = make_frames(MAX_BATCH_FRAMES, counts=[2] * MAX_BATCH_FRAMES)
+    data = encode(FrameBatch.from_frames(frames))
+    assert len(data) <= MAX_MESSAGE_BYTES and len(decode(data)) == MAX_BATCH_FRAMES
+
+
+def _bytes(values: list, dtype: str) -> bytes:
+    return np.array(values, dtype=dtype).tobytes()
+
+
+BAD_BATCHES = {
+    "missing_field:seq": lambda: batch_wire(seq=...),
+    "missing_field:counts": lambda: batch_wire(counts=...),
+    "bad_field:seq": lambda: batch_wire(seq=[100, 101]),
+    "bad_field:seq/odd_length": lambda: batch_wire(seq=b"\0" * 12),
+    "bad_field:seq/empty": lambda: batch_wire(seq=b""),
+    "bad_field:seq/too_many": lambda: batch_wire(seq=_bytes(list(range(MAX_BATCH_FRAMES + 1)), "<i8")),
+    "bad_field:seq/not_increasing": lambda: batch_wire(seq=_bytes([100, 102, 101, 103, 104, 105, 106, 107, 108, 109],
+                                                                  "<i8")),
+    "bad_field:seq/repeated": lambda: batch_wire(seq=_bytes([100] * 10, "<i8")),
+    "bad_field:seq/negative": lambda: batch_wire(seq=_bytes([-1] + list(range(9)), "<i8")),
+    "bad_field:seq/negative_later": lambda: batch_wire(seq=_bytes(list(range(9)) + [-(1 << 63) + 1], "<i8")),
+    "bad_field:t_capture": lambda: batch_wire(t_capture=_bytes([0.0] * 9 + [math.nan], "<f8")),
+    "bad_field:t_capture/length": lambda: batch_wire(t_capture=_bytes([0.0] * 9, "<f8")),
+    "bad_field:pose_ms": lambda: batch_wire(pose_ms=_bytes([0.0] * 9 + [-1.0], "<f8")),
+    "bad_field:pose_ms/inf": lambda: batch_wire(pose_ms=_bytes([0.0] * 9 + [math.inf], "<f8")),
+    "bad_field:counts": lambda: batch_wire(counts=[1] * 10),
+    "bad_field:tracks": lambda: batch_wire(tracks=b"\0" * 8),
+    "too_many_persons": lambda: batch_wire(counts=bytes([MAX_PERSONS + 1] + [0] * 9)),
+    "bad_kp_length": lambda: batch_wire(joints=17),
+    "non_finite_keypoints": lambda: batch_wire(kp=b"\0\0\xc0\x7f" + batch_wire()["kp"][4:]),
+    "duplicate_track": lambda: batch_wire(FrameBatch.from_frames(make_frames(3, counts=[2, 3, 1])),
+                                          tracks=_bytes([1, 2, 3, 4, 3, 9], "<i8")),
+    "duplicate_track/uniform": lambda: batch_wire(FrameBatch.from_frames(make_frames(3, counts=[2, 2, 2])),
+                                                  tracks=_bytes([1, 2, 3, 4, 5, 5], "<i8")),
+    "duplicate_track/uniform3": lambda: batch_wire(FrameBatch.from_frames(make_frames(2, counts=[3, 3])),
+                                                   tracks=_bytes([1, 2, 3, 4, 5, 4], "<i8")),
+    "bad_field:layout": lambda: batch_wire(layout=""),
+    "bad_field:stream": lambda: batch_wire(stream="a/b"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BATCHES))
+def test_bad_batch_raises_decode_error_with_its_reason(case: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode(pack(BAD_BATCHES[case]()))
+    assert info.value.reason == case.split("/")[0]
+
+
+def test_batch_without_pose_ms_decodes_with_zeros() -> None:
+    out = decode(pack(batch_wire(pose_ms=...)))
+    assert isinstance(out, FrameBatch) and not out.pose_ms.any() and len(out) == 10
+
+
+def test_mutated_batches_only_ever_raise_decode_error_and_valid_ones_stay_exact() -> None:
+    rng = np.random.default_rng(7)
+    valid = [encode(FrameBatch.from_frames(make_frames(int(n), seed=int(n)))) for n in (1, 2, 5, 17)]
+    decoded = 0
+    for _ in range(5000):
+        buf = bytearray(valid[int(rng.integers(0, len(valid)))])
+        for _ in range(int(rng.integers(1, 4))):
+            buf[int(rng.integers(0, len(buf)))] = int(rng.integers(0, 256))
+        try:
+            out = decode(bytes(buf))
+        except DecodeError:
+            continue
+        decoded += 1
+        if isinstance(out, FrameBatch):  # whatever still decodes must be a consistent batch
+            assert decode(encode(out)) == out and len(out.frames()) == len(out)
+    assert decoded > 0
+
+
+def test_fast_frame_path_accepts_only_what_the_checked_parser_accepts_with_the_same_result() -> None:
+    rng = np.random.default_rng(3)
+    valid = [encode(make_frame(persons=p, seed=p)) for p in (0, 1, 2, 3)]
+    fast = 0
+    for i in range(4000):
+        buf = bytearray(valid[i % 4])
+        for _ in range(int(rng.integers(0, 3))):
+            buf[int(rng.integers(0, len(buf)))] = int(rng.integers(0, 256))
+        try:
+            obj = msgpack.unpackb(bytes(buf), raw=False)
+        except Exception:  # not msgpack any more: nothing to compare
+            continue
+        if not isinstance(obj, dict):
+            continue
+        got = _parse_frame_fast(obj)
+        if got is None:
+            continue
+        fast += 1
+        assert got == _parse_frame_checked(obj)
+    assert fast > 1000

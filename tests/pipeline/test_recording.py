@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 
-from pipeline.messages import Frame, Heartbeat, StreamEnd, StreamStart, encode, frame_from_arrays
+from pipeline.messages import (
+    Frame, FrameBatch, Heartbeat, StreamEnd, StreamStart, decode, encode, frame_from_arrays,
+)
 from pipeline.recording import (
     RecordingWriter, iter_recording, iter_recording_raw, read_recording, recording_path,
 )
@@ -172,3 +175,35 @@ def test_recording_path_rejects_unsafe_stream_ids(tmp_path: Path) -> None:
     assert recording_path(tmp_path, "cam.0") == tmp_path / "cam.0.skel"
     with pytest.raises(ValueError):
         recording_path(tmp_path, "../escape")
+
+
+def test_batches_are_recorded_as_sent_and_read_back_as_frames(tmp_path: Path) -> None:
+    data = frames(12)
+    decoded = [decode(d) for d in data]
+    batches = [encode(FrameBatch.from_frames(decoded[:5])), data[5], encode(FrameBatch.from_frames(decoded[6:]))]
+    path = record(tmp_path, batches)
+    rec = read_recording(path)
+    assert rec.frames == decoded and rec.end is not None
+    raw = [item for item, _ in iter_recording_raw(path)]
+    assert raw[1:4] == batches  # the exact bytes, batches kept whole
+
+
+def test_a_version_1_recording_still_reads(tmp_path: Path) -> None:
+    def v1(data: bytes) -> bytes:
+        return msgpack.packb(dict(msgpack.unpackb(data, raw=False), v=1), use_bin_type=True)
+
+    data = frames(5)
+    path = tmp_path / "old.skel"
+    path.write_bytes(v1(encode(start("old"))) + b"".join(v1(encode(replace(decode(d), stream="old"))) for d in data)
+                     + v1(encode(StreamEnd("old", 200.0, "eof"))))
+    rec = read_recording(path)
+    assert [f.seq for f in rec.frames] == list(range(5)) and rec.start.meta == META and rec.end.reason == "eof"
+
+
+def test_writer_counts_the_frames_of_batches(tmp_path: Path) -> None:
+    decoded = [decode(d) for d in frames(7)]
+    with RecordingWriter(recording_path(tmp_path, "clip"), start()) as writer:
+        writer.write(FrameBatch.from_frames(decoded[:4]))
+        writer.write(decoded[4])
+        writer.write(FrameBatch.from_frames(decoded[5:]))
+        assert writer.frames == 7

@@ -194,3 +194,78 @@ def test_stream_buffers_create_on_demand_share_the_shape_and_bound_the_count() -
         bufs.get("c")
     assert bufs.remove("a") and not bufs.remove("a") and "a" not in bufs
     assert bufs.get("c").total == 0
+
+
+def clip(values_: list[float]) -> np.ndarray:
+    """A ``(C, N, V, M)`` clip of :func:`frame` frames."""
+    return np.stack([frame(v) for v in values_], axis=1)
+
+
+def test_append_many_writes_a_clip_in_order_across_the_wraparound() -> None:
+    buf = RingBuffer(C, length=5, joints=V, persons=M)
+    buf.append(frame(1), seq=0)
+    assert buf.append_many(clip([2, 3, 4, 5, 6, 7]), np.arange(1, 7)).tolist() == [1] * 6
+    assert values(buf.window()) == [3, 4, 5, 6, 7] and buf.last_seq == 6 and buf.total == 7
+    assert buf.append_many(clip([8, 9]), None).tolist() == [1, 1]  # no seqs: the next frames
+    assert values(buf.window()) == [5, 6, 7, 8, 9] and buf.last_seq == 8
+
+
+def test_append_many_longer_than_the_buffer_keeps_the_newest_frames() -> None:
+    buf = RingBuffer(C, length=4, joints=V, persons=M)
+    buf.append_many(clip([1, 2]), [0, 1])
+    buf.append_many(clip(list(range(3, 14))), np.arange(2, 13))
+    assert values(buf.window()) == [10, 11, 12, 13] and len(buf) == 4
+
+
+def test_append_many_holds_gaps_starts_segments_and_drops_stale_frames_like_append() -> None:
+    buf = RingBuffer(C, length=8, joints=V, persons=M, max_gap=2)
+    buf.append(frame(1), seq=10)
+    written = buf.append_many(clip([2, 3, 4, 5, 6]), [9, 12, 12, 13, 20])
+    assert written.tolist() == [0, 2, 0, 1, 1]  # stale, gap of 1 held, duplicate, next, new segment
+    assert values(buf.window()) == [0, 0, 0, 0, 0, 0, 0, 6]
+    assert (buf.stale, buf.filled, buf.resets, buf.last_seq, buf.total) == (2, 1, 1, 20, 5)
+
+
+def test_plan_predicts_append_many_without_changing_anything() -> None:
+    buf = RingBuffer(C, length=4, joints=V, persons=M, max_gap=1)
+    buf.append_many(clip([1, 2, 3]), [0, 1, 2])
+    written, reset, valid = buf.plan(np.array([3, 5, 5, 9, 10]))
+    assert written.tolist() == [1, 2, 0, 1, 1] and reset.tolist() == [False, False, False, True, False]
+    assert valid.tolist() == [4, 4, 4, 1, 2]
+    assert buf.last_seq == 2 and len(buf) == 3
+    assert buf.append_many(clip([4, 5, 6, 7, 8]), [3, 5, 5, 9, 10]).tolist() == written.tolist()
+    assert buf.follows([11, 12, 13]) and not buf.follows([12, 13]) and not buf.follows([11, 13, 13])
+
+
+def test_append_many_refuses_bad_clips_and_changes_nothing() -> None:
+    buf = RingBuffer(C, length=4, joints=V, persons=M)
+    buf.append(frame(1), seq=0)
+    bad = clip([2, 3])
+    bad[0, 1, 0, 0] = np.nan
+    for wrong, seqs in ((bad, [1, 2]), (clip([2, 3])[:, :, :, :1], [1, 2]), (clip([2, 3]), [1])):
+        with pytest.raises(ValueError):
+            buf.append_many(wrong, seqs)
+    assert buf.total == 1 and buf.last_seq == 0 and values(buf.window()) == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_append_many_matches_append_frame_by_frame(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    length, max_gap = int(rng.integers(2, 12)), int(rng.integers(0, 5))
+    one, many = RingBuffer(C, length, V, M, max_gap=max_gap), RingBuffer(C, length, V, M, max_gap=max_gap)
+    seq, value = 0, 0.0
+    for _ in range(60):
+        n = int(rng.integers(0, 3 * length))
+        seqs = []
+        for _ in range(n):
+            seq = max(0, seq + int(rng.choice([1, 1, 1, 1, 2, 3, 0, -2, max_gap + 2])))
+            seqs.append(seq)
+        vals = [value + i + 1 for i in range(n)]
+        value += n
+        use_seqs = rng.random() < 0.9
+        expected = [one.append(frame(v), s if use_seqs else None) for v, s in zip(vals, seqs)]
+        got = many.append_many(clip(vals) if n else np.zeros((C, 0, V, M), np.float32), seqs if use_seqs else None)
+        assert got.tolist() == expected
+        assert values(many.window()) == values(one.window())
+        assert (many.valid, many.last_seq, many.total, many.stale, many.filled, many.resets) == \
+            (one.valid, one.last_seq, one.total, one.stale, one.filled, one.resets)

@@ -103,3 +103,55 @@ def test_reset_releases_every_slot() -> None:
     sa.assign([person(1, 0.9)])
     sa.reset()
     assert sa.slots == [None, None]
+
+
+def columns(frames: list[list[Person]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames of persons as the (counts, tracks, keypoints) columns of a frame batch."""
+    persons = [p for f in frames for p in f]
+    kp = np.stack([p.keypoints for p in persons]) if persons else np.zeros((0, V, 3), np.float32)
+    return np.array([len(f) for f in frames]), np.array([p.track for p in persons], np.int64), kp
+
+
+def test_assign_many_gives_the_clip_of_assign_frame_by_frame() -> None:
+    frames = [[person(1, 0.9), person(2, 0.5)]] * 5 + [[person(2, 0.5), person(3, 0.8)]] * 3 + [[]] * 2
+    one, many = SlotAssigner(2, max_missing=1), SlotAssigner(2, max_missing=1)
+    expected = np.stack([one.assign(f, joints=V) for f in frames], axis=1)
+    got = many.assign_many(*columns(frames), joints=V)
+    assert got.shape == (3, len(frames), V, 2) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+    assert many.slots == one.slots
+
+
+def test_assign_many_keeps_the_hysteresis_of_single_frames() -> None:
+    sa = SlotAssigner(2, margin=0.10)
+    frames = [[person(1, 0.9), person(2, 0.5)]] * 3 + [[person(1, 0.9), person(2, 0.5), person(3, 0.52)]] * 4 + \
+        [[person(1, 0.9), person(2, 0.5), person(3, 0.7)]]
+    clip = sa.assign_many(*columns(frames), joints=V)
+    assert [clip[0, t, 0, :].tolist() for t in (0, 6, 7)] == [[1.0, 2.0], [1.0, 2.0], [1.0, 3.0]]
+    assert sa.slots == [1, 3]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_assign_many_matches_assign_on_random_streams(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    one, many = SlotAssigner(2, max_missing=2), SlotAssigner(2, max_missing=2)
+    tracks = [1, 2]
+    for _ in range(20):
+        frames = []
+        for _ in range(int(rng.integers(1, 12))):
+            if rng.random() < 0.2:
+                tracks = [int(t) for t in rng.choice(6, int(rng.integers(0, 4)), replace=False)]
+            frames.append([person(t, float(rng.uniform(0.1, 1.0)), x=float(rng.random())) for t in tracks])
+        expected = np.stack([one.assign(f, joints=V) for f in frames], axis=1)
+        np.testing.assert_array_equal(many.assign_many(*columns(frames), joints=V), expected)
+        assert many.slots == one.slots
+
+
+def test_assign_many_refuses_inconsistent_columns() -> None:
+    sa = SlotAssigner(2, joints=V)
+    counts, tracks, kp = columns([[person(1, 0.9)], [person(1, 0.9)]])
+    with pytest.raises(ValueError):
+        sa.assign_many(counts, tracks[:1], kp)
+    with pytest.raises(ValueError):
+        sa.assign_many(counts, tracks, np.zeros((2, V + 1, 3), np.float32))
+    assert sa.assign_many(np.zeros(0, int), np.zeros(0, np.int64), np.zeros((0, V, 3))).shape == (3, 0, V, 2)

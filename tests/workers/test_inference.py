@@ -5,13 +5,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 
-from pipeline.messages import Frame, Person, StreamEnd, StreamStart, encode
+from pipeline.messages import Frame, FrameBatch, Person, StreamEnd, StreamStart, encode
 from pipeline.recording import read_recording
 from pipeline.transport import FrameSender, ResultSubscriber
 from run_pipeline import free_endpoint
@@ -108,3 +109,72 @@ def test_live_stream_keeps_only_the_newest_window(worker):
     assert results[-1]["seq"] == 399
     assert len(results) < len(range(15, 400, 4)), "stale live windows are skipped, not queued"
     assert [r["seq"] for r in results] == sorted(r["seq"] for r in results)
+
+
+def test_a_batched_stream_gives_the_results_of_its_frames_sent_one_by_one(worker):
+    """The same frames, one stream one per message and one in batches (with a gap, stale frames,
+    people coming and going, a batch of another layout and a corrupt batch): same windows,
+    same results, same recording."""
+    frames_ep, sub, proc, rec_dir = worker
+    rng = np.random.default_rng(3)
+    tracks = [7, 3]
+    seqs = [s for s in range(80) if s not in (40, 41, 42)]  # a gap of 3 frames, held by the ring buffer
+    frames = []
+    for seq in seqs:
+        if seq in (20, 55):
+            tracks = [3] if seq == 20 else [3, 9]
+        frames.append(Frame("x", seq, time.time(), 640, 480, "openpose", tuple(person(rng, t) for t in tracks), 5.0))
+    sizes = [7, 1, 13, 2, 20, 30, 4]
+    groups, i = [], 0
+    for size in sizes:
+        groups.append(frames[i:i + size])
+        i += size
+    assert i == len(frames)
+    meta = {"fps": 30.0, "source": "test", "layout": "openpose", "width": 640, "height": 480, "joints": 18,
+            "live": False}
+    sender = FrameSender(frames_ep, live=False)
+    for stream in ("one", "many"):
+        sender.send_control(StreamStart(stream, time.time(), meta))
+    for f in frames:
+        sender.send(replace(f, stream="one"))
+    sender.send(replace(frames[10], stream="one"))  # stale
+    for n, group in enumerate(groups):
+        sender.send(FrameBatch.from_frames([replace(f, stream="many") for f in group]))
+        if n == 1:
+            stale = [replace(f, stream="many") for f in frames[5:9]]
+            sender.send(FrameBatch.from_frames(stale))  # every frame already there: all stale
+            other = Frame("many", 1000, time.time(), 640, 480, "ntu-rgb+d", (Person(1, np.ones((25, 3), np.float32)),))
+            sender.send(FrameBatch.from_frames([other]))  # another layout: dropped and counted
+            corrupt = bytearray(encode(FrameBatch.from_frames(stale)))
+            corrupt[-4:] = b"\x00\x00\xc0\x7f"  # the last keypoint value becomes a NaN
+            sender.send(bytes(corrupt))
+    for stream in ("one", "many"):
+        sender.send_control(StreamEnd(stream, time.time(), "eof"))
+    results: dict[str, list] = {"one": [], "many": []}
+    ended: set[str] = set()
+    deadline = time.time() + 60
+    while ended != {"one", "many"} and time.time() < deadline:
+        got = sub.recv(timeout_ms=200)
+        if got is None:
+            continue
+        if got[1].get("type") == "end":
+            ended.add(got[0])
+        elif got[1].get("type") == "result":
+            results[got[0]].append(got[1])
+    sender.close()
+    assert ended == {"one", "many"}
+    one, many = results["one"], results["many"]
+    assert [r["seq"] for r in many] == [r["seq"] for r in one] and len(one) > 10
+    for a, b in zip(one, many):
+        assert a["persons"] == b["persons"]
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+        np.testing.assert_allclose([t["score"] for t in a["top"]], [t["score"] for t in b["top"]], atol=1e-4)
+        np.testing.assert_allclose(a["next_frame"], b["next_frame"], atol=1e-4)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    stats = [line for line in out.splitlines() if "final stats" in line][-1]
+    # the stale frames of both streams, the other layout, the corrupt batch
+    assert '"stale_frames": 5' in stats and '"bad_frames": 1' in stats and '"bad_messages": 1' in stats
+    rec_one, rec_many = read_recording(rec_dir / "one.skel"), read_recording(rec_dir / "many.skel")
+    assert [replace(f, stream="x") for f in rec_many.frames] == [replace(f, stream="x") for f in rec_one.frames]
+    assert [f.seq for f in rec_many.frames] == seqs

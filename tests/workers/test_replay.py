@@ -1,13 +1,21 @@
 """Replay sources: an st-gcn npy sample, a Kinetics clip, bad files."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
-from workers.replay import ReplayError, load_frames
+from pipeline.messages import Frame, Person, StreamStart
+from pipeline.recording import RecordingWriter, read_recording
+from pipeline.transport import ResultSubscriber
+from run_pipeline import free_endpoint
+from workers.replay import ReplayError, due_groups, load_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -42,3 +50,54 @@ def test_bad_files_raise_one_clear_error(tmp_path, content, match):
         load_frames(path)
     proc = subprocess.run([sys.executable, "-m", "workers.replay", str(path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(path.name) in proc.stderr
+
+
+def test_due_groups_batch_a_fast_replay_and_send_a_paced_one_frame_by_frame():
+    frames = [Frame("r", seq, 0.0, 640, 480, "openpose", (), joints=18) for seq in range(10)]
+    assert [[f.seq for f in g] for g in due_groups(frames, None, start_seq=2, max_frames=3)] == \
+        [[3, 4, 5], [6, 7, 8], [9]]
+    assert [len(g) for g in due_groups(frames, 1e9, max_frames=4)] == [4, 4, 2]  # all due at once: behind
+    assert len(next(due_groups(frames, 1.0, max_frames=4))) == 1  # on time: one frame per message
+
+
+def test_fast_replay_sends_batches_that_the_inference_worker_records_frame_for_frame(tiny_weights, tmp_path):
+    """A real replay worker (batches of 16) into a real inference worker on loopback."""
+    rng = np.random.default_rng(0)
+    source = tmp_path / "clip.skel"
+    meta = {"fps": 30.0, "source": "test", "layout": "openpose", "width": 640, "height": 480, "joints": 18}
+    with RecordingWriter(source, StreamStart("clip", 0.0, meta)) as writer:
+        for seq in [s for s in range(70) if s != 33]:
+            kp = rng.uniform(0.2, 0.8, (18, 3)).astype(np.float32)
+            writer.write(Frame("clip", seq, 1.0 + seq / 30, 640, 480, "openpose", (Person(4, kp),), 2.0))
+    frames_ep, results_ep = free_endpoint(), free_endpoint()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish", results_ep,
+                               "--weights", str(tiny_weights), "--device", "cpu", "--stride", "8",
+                               "--record", str(tmp_path / "rec")], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sub = ResultSubscriber(results_ep)
+    try:
+        replay = subprocess.run([sys.executable, "-m", "workers.replay", str(source), "--fast", "--batch", "16",
+                                 "--connect", frames_ep, "--stream", "copy"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0, replay.stderr[-2000:]
+        seqs, deadline = [], time.time() + 60
+        while time.time() < deadline:
+            got = sub.recv(timeout_ms=200)
+            if got is not None and got[1].get("type") == "end":
+                break
+            if got is not None and got[1].get("type") == "result":
+                seqs.append(got[1]["seq"])
+        # min_frames is capped at the tiny model's window of 16, then every 8 frames (the held frame of the
+        # gap at 33 counts), and the tail at the end
+        assert seqs == [15, 23, 31, 39, 47, 55, 63, 69]
+    finally:
+        sub.close()
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+    assert '"frames_in": 69' in out and '"bad_messages": 0' in out
+    sent, got = read_recording(source).frames, read_recording(tmp_path / "rec" / "copy.skel").frames
+    assert [f.seq for f in got] == [f.seq for f in sent]
+    assert all(a.persons == b.persons for a, b in zip(sent, got))
+    types = [obj["type"] for obj in msgpack.Unpacker(open(tmp_path / "rec" / "copy.skel", "rb"), raw=False)]
+    assert "frames" in types, "the replay sent batches and the worker recorded them whole"
