@@ -52,8 +52,7 @@ from stgcn.checkpoint import CheckpointError, build_model  # noqa: E402
 from stgcn.config import load_config  # noqa: E402
 from stgcn.data.dataset import load_class_names  # noqa: E402
 from stgcn.graph import get_layout  # noqa: E402
-from stgcn.train import (build_datasets, epoch_loaders, make_optimizer, serving_config, set_layout,  # noqa: E402
-                         train_step)
+from stgcn.train import build_datasets, epoch_loaders, make_optimizer, serving_config, train_step  # noqa: E402
 
 log = logging.getLogger("bench.train")
 
@@ -152,7 +151,6 @@ def run_mode(cfg: dict, datasets: dict, batch: int, amp: bool, compile_model: bo
     serve = serving_config(cfg, int(cfg["model"].get("num_class") or any_ds.num_classes))
     torch.manual_seed(seed)
     model = build_model(serve["model"]).to(device).train()
-    set_layout(model, device, tcfg)
     optimizer = make_optimizer(model, tcfg)
     net = torch.compile(model) if compile_model else model
     workers = int(cfg["data"].get("num_workers", 2))

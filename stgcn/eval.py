@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     try:
         model = load_model(args.weights, device=device)
-        model.joint_major = device.type == "cuda"  # the same function, faster on GPUs
         cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
         if not cfg:
             raise ValueError(f"{args.weights}: carries no training config; pass CONFIG")

@@ -63,31 +63,6 @@ class STGCNBlock(nn.Module):
         x = self.tcn(self.gcn(x, A)) + res
         return self.relu(x)
 
-    def forward_joint_major(self, h: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-        """The same function on ``(V, N*M, T, C)`` activations: the graph conv and the
-        aggregation are plain matrix products, the temporal conv an NHWC (1, 9) convolution."""
-        v, nm, t, c_in = h.shape
-        k = self.gcn.kernel_size
-        conv = self.gcn.conv
-        c = conv.out_channels // k
-        w = conv.weight.view(k, c, c_in).transpose(1, 2)  # (K, C_in, C)
-        y = torch.matmul(h.view(v * nm * t, c_in), w)  # (K, V*R, C): rows (k, v) of R*C values
-        if conv.bias is not None:
-            y = y + conv.bias.view(k, 1, c)
-        a = A.permute(2, 0, 1).reshape(v, k * v)  # a[w, k*V + u] = A[k, u, w]
-        g = torch.mm(a.to(y.dtype), y.view(k * v, nm * t * c)).view(v, nm, t, c).permute(0, 3, 1, 2)
-        bn1, _, tconv, bn2, drop = self.tcn
-        g = torch.relu(bn1(g))
-        g = drop(bn2(F.conv2d(g, tconv.weight.transpose(2, 3), tconv.bias, stride=(1, tconv.stride[0]),
-                              padding=(0, tconv.padding[0]))))
-        x = h.permute(0, 3, 1, 2)  # NHWC (V, C_in, N*M, T)
-        if isinstance(self.residual, nn.Sequential):
-            rconv, rbn = self.residual
-            g = g + rbn(F.conv2d(x, rconv.weight.transpose(2, 3), rconv.bias, stride=(1, rconv.stride[0])))
-        elif self.residual is not None:
-            g = g + x
-        return torch.relu(g).permute(0, 2, 3, 1).contiguous()
-
 
 class NextFramePredictor(nn.Module):
     """Predicts frame t+1 as a residual over frame t, per joint and person.
@@ -159,10 +134,6 @@ class STGCN(nn.Module):
         else:
             self.edge_importance = [1.0] * len(layers)
         self.fcn = nn.Conv2d(c_in, num_class, kernel_size=1)
-        # The same function computed on joint-major, channels-last activations: plain matrix
-        # products instead of an einsum and its copies, NHWC convolutions; faster on GPUs, for
-        # training and evaluation alike. A runtime choice, not part of the checkpoint.
-        self.joint_major = False
         self.predictor = None
         self.predictor_detach = predictor_detach  # train the head on the classifier's features, not into them
         if predictor:
@@ -174,11 +145,6 @@ class STGCN(nn.Module):
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 3, 1, 2).contiguous().view(n * m, v * c, t)
         x = self.data_bn(x)
-        if self.joint_major:
-            h = x.view(n, m, v, c, t).permute(2, 0, 1, 4, 3).reshape(v, n * m, t, c).contiguous()
-            for block, importance in zip(self.st_gcn_networks, self.edge_importance):
-                h = block.forward_joint_major(h, self.A * importance)
-            return h.permute(1, 3, 2, 0)  # a view (N*M, 256, T', V)
         x = x.view(n, m, v, c, t).permute(0, 1, 3, 4, 2).contiguous().view(n * m, c, t, v)
         for block, importance in zip(self.st_gcn_networks, self.edge_importance):
             x = block(x, self.A * importance)

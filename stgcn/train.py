@@ -114,12 +114,6 @@ def epoch_loaders(datasets: dict[str, Any], epoch: int, batch: int, workers: int
     return loaders
 
 
-def set_layout(model: torch.nn.Module, device: torch.device, tcfg: dict) -> None:
-    """Joint-major activations on CUDA (the same function, faster; ``train.joint_major: false``
-    keeps the original layout)."""
-    model.joint_major = device.type == "cuda" and bool(tcfg.get("joint_major", True))
-
-
 def train_step(net: torch.nn.Module, batches: tuple[dict, ...], optimizer: torch.optim.Optimizer,
                device: torch.device, task: str, coords: int, amp: bool = True, next_weight: float = 10.0,
                clip: float = 0.0) -> dict[str, torch.Tensor]:
@@ -230,7 +224,6 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     serve = serving_config(cfg, num_class)
     coords = serve["model"]["coords"]
     model = build_model(serve["model"]).to(device)
-    set_layout(model, device, tcfg)
     epochs = int(tcfg.get("epochs", 80))
     batch = int(tcfg.get("batch_size", 64))
     workers = int(cfg["data"].get("num_workers", 2))

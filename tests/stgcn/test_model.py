@@ -143,31 +143,3 @@ def test_model_matches_reference_in_training_mode_shapes_and_grad():
 def test_original_graph_matches_checkpoint_buffer():
     sd = randomized_state("ntu-rgb+d", 60, seed=0)
     np.testing.assert_allclose(sd["A"].numpy(), Graph("ntu-rgb+d", "spatial").A)
-
-
-@pytest.mark.parametrize("layout,joints", [("openpose", 18), ("ntu-rgb+d", 25)])
-def test_joint_major_layout_computes_the_same_function_and_gradients(layout, joints):
-    import copy
-
-    base = STGCN(3, 7, {"layout": layout, "strategy": "spatial"}, predictor=True, coords=2)
-    base.load_state_dict({**base.state_dict(), **randomized_state(layout, 7, seed=9)})
-    x = realistic_batch(joints, 40, seed=10)
-    recent = torch.randn(3, 3, 2, joints, 2, generator=torch.Generator().manual_seed(11))
-    for training in (True, False):
-        results = []
-        for joint_major in (False, True):
-            model = copy.deepcopy(base).double().train(training)  # the same running statistics for both
-            model.joint_major = joint_major
-            logits, nxt = model(x.double(), recent.double())
-            (logits.square().sum() + nxt.square().sum()).backward()
-            grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-            results.append((logits.detach(), nxt.detach(), grads, model.data_bn.running_mean))
-        (l0, n0, g0, r0), (l1, n1, g1, r1) = results
-        assert rel_err(l1, l0) < 1e-10 and rel_err(n1, n0) < 1e-10
-        assert torch.allclose(r1, r0, atol=1e-12)
-        # Against the largest gradient: a conv bias before a training-mode BN has a true gradient
-        # of zero, so both layouts give rounding noise there.
-        assert g0.keys() == g1.keys()
-        scale = max(float(g.abs().max()) for g in g0.values())
-        for key in g0:
-            assert float((g1[key] - g0[key]).abs().max()) < 1e-9 * scale, key
