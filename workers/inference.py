@@ -284,26 +284,32 @@ class InferenceWorker:
         probs, nxt = self.engine(batch)
         t1 = time.time()
         self.counters.batches += 1
+        # Whole-batch conversions: one tolist per batch instead of numpy calls per result.
         k = min(5, probs.shape[1])
         top = np.argsort(-probs, axis=1)[:, :k]
+        scores = np.round(np.take_along_axis(probs, top, axis=1).astype(np.float64), 6).tolist()
+        top = top.tolist()
+        frames = None if nxt is None else np.round(nxt.transpose(0, 3, 2, 1).astype(np.float64), 5).tolist()
         names = self.engine.class_names
+        inference_ms = (t1 - t0) * 1000
+        lat = self.counters.latency
         for i, job in enumerate(jobs):
             t_result = time.time()
             latency = {
                 "pose": job.pose_ms,
                 "transport": max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms),
                 "queue": (t0 - job.t_recv) * 1000,
-                "inference": (t1 - t0) * 1000,
+                "inference": inference_ms,
                 "total": (t_result - job.t_capture) * 1000,
             }
             for stage, value in latency.items():
-                self.counters.latency[stage].append(value)
+                lat[stage].append(value)
             result = {
                 "type": "result", "stream": job.stream, "seq": job.seq, "t_capture": job.t_capture,
                 "t_result": t_result, "worker": self.name, "persons": job.tracks,
-                "top": [{"label": names[c], "index": int(c), "score": round(float(probs[i, c]), 6)} for c in top[i]],
-                "next_frame": None if nxt is None else np.round(nxt[i].transpose(2, 1, 0).astype(np.float64), 5).tolist(),
-                "latency_ms": {s: round(v, 3) for s, v in latency.items()},
+                "top": [{"label": names[c], "index": c, "score": sc} for c, sc in zip(top[i], scores[i])],
+                "next_frame": None if frames is None else frames[i],
+                "latency_ms": {stage: round(value, 3) for stage, value in latency.items()},
             }
             self.publisher.send(job.stream, result)
         self.counters.windows += len(jobs)
