@@ -52,7 +52,7 @@ def test_engine_fast_path_matches_the_original_module():
     windows[:, :2, :, :, 0] = rng.uniform(0.3, 0.7, (4, 2, 128, 18))
     windows[:, 2, :, :14, 0] = 0.9
     windows[1, :, :40] = 0  # a stream that started 40 frames ago
-    fast, slow = Engine(DEFAULT_WEIGHTS, "cpu"), Engine(DEFAULT_WEIGHTS, "cpu", fast=False)
+    fast, slow = Engine(DEFAULT_WEIGHTS, "cpu", fast=True), Engine(DEFAULT_WEIGHTS, "cpu")
     (p1, n1), (p2, n2) = fast(windows), slow(windows)
     assert np.abs(p1 - p2).max() < 1e-5
     assert np.abs(n1 - n2).max() < 1e-5
