@@ -592,17 +592,22 @@ def _parse_frame_fast(obj: Mapping[str, Any]) -> Frame | None:
     return _new_frame(stream, seq, t_capture, width, height, layout, persons, pose_ms, joints)
 
 
-def _parse_frame_checked(obj: Mapping[str, Any]) -> Frame:
-    kind = "frame"
-    stream = _stream(obj, kind)
-    seq = _int(obj, "seq", kind, 0, _INT64_MAX)
-    t_capture = _float(obj, "t_capture", kind)
+def _geometry(obj: Mapping[str, Any], kind: str) -> tuple[int, int, str, int]:
+    """Image size, skeleton layout and joint count, shared by frames and frame batches."""
     width = _int(obj, "width", kind, 1, MAX_DIM)
     height = _int(obj, "height", kind, 1, MAX_DIM)
     layout = _str(obj, "layout", kind, MAX_NAME_LEN)
     if not layout:
         raise DecodeError("bad_field:layout", "empty")
-    joints = _int(obj, "joints", kind, 1, MAX_JOINTS)
+    return width, height, layout, _int(obj, "joints", kind, 1, MAX_JOINTS)
+
+
+def _parse_frame_checked(obj: Mapping[str, Any]) -> Frame:
+    kind = "frame"
+    stream = _stream(obj, kind)
+    seq = _int(obj, "seq", kind, 0, _INT64_MAX)
+    t_capture = _float(obj, "t_capture", kind)
+    width, height, layout, joints = _geometry(obj, kind)
     pose_ms = _float(obj, "pose_ms", kind, lo=0.0, default=0.0)
     raw_persons = _get(obj, "persons", kind)
     if type(raw_persons) is not list:
@@ -647,12 +652,7 @@ def _column(obj: Mapping[str, Any], key: str, kind: str, dtype: np.dtype, n: int
 def _parse_frames(obj: Mapping[str, Any]) -> FrameBatch:
     kind = "frames"
     stream = _stream(obj, kind)
-    width = _int(obj, "width", kind, 1, MAX_DIM)
-    height = _int(obj, "height", kind, 1, MAX_DIM)
-    layout = _str(obj, "layout", kind, MAX_NAME_LEN)
-    if not layout:
-        raise DecodeError("bad_field:layout", "empty")
-    joints = _int(obj, "joints", kind, 1, MAX_JOINTS)
+    width, height, layout, joints = _geometry(obj, kind)
     # Few numpy calls per column: a batch costs about as much as a few single frames.
     seq = _column(obj, "seq", kind, SEQ_DTYPE)
     n = len(seq)

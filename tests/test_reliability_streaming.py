@@ -302,23 +302,26 @@ def test_fuzz_inference_worker_input(tiny_weights):
 CLIP_FRAMES = 300  # replayed at its recorded 30 fps: a 10 s stream, long enough to act on mid-way
 
 
-@pytest.fixture(scope="module")
-def walk_recording(tmp_path_factory):
-    """A pipeline recording of one person moving smoothly, 300 frames at 30 fps."""
+def write_walk_recording(path: Path, frames: int, fps: float, seed: int) -> Path:
+    """A pipeline recording of one person moving smoothly."""
     from pipeline.recording import RecordingWriter
 
-    path = tmp_path_factory.mktemp("rec") / "walk.skel"
-    rng = np.random.default_rng(3)
-    base = rng.uniform(0.3, 0.7, (18, 2)).astype(np.float32)
+    base = np.random.default_rng(seed).uniform(0.3, 0.7, (18, 2)).astype(np.float32)
     writer = RecordingWriter(path, StreamStart("walk", time.time(), {
-        "fps": 30.0, "source": "synthetic", "layout": "openpose", "width": 640, "height": 480, "joints": 18}))
-    for seq in range(CLIP_FRAMES):
+        "fps": fps, "source": "synthetic", "layout": "openpose", "width": 640, "height": 480, "joints": 18}))
+    for seq in range(frames):
         kp = np.zeros((18, 3), np.float32)
         kp[:, :2] = base + 0.05 * np.sin(seq / 10 + np.arange(18))[:, None]
         kp[:, 2] = 0.9
         writer.write(Frame("walk", seq, time.time(), 640, 480, "openpose", (Person(1, kp),), 1.0, 18))
     assert writer.close("eof") == path
     return path
+
+
+@pytest.fixture(scope="module")
+def walk_recording(tmp_path_factory):
+    """300 frames at 30 fps."""
+    return write_walk_recording(tmp_path_factory.mktemp("rec") / "walk.skel", CLIP_FRAMES, 30.0, seed=3)
 
 def unique_config(tmp_path: Path) -> tuple[str, str]:
     """A copy of the pipeline config in a uniquely named folder: the workers of this run carry

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.messages import Frame, Person, StreamEnd, StreamStart, decode
-from pipeline.recording import RecordingWriter
+from pipeline.messages import Frame, StreamEnd, decode
 from pipeline.sharding import pick_endpoint, pick_index, split_endpoints
 from pipeline.transport import FrameReceiver
 from tests.test_reliability_streaming import (
@@ -28,6 +27,7 @@ from tests.test_reliability_streaming import (
     rows,
     unique_config,
     wait_for,
+    write_walk_recording,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,20 +79,10 @@ def test_streams_are_split_across_two_workers_and_each_stays_whole(tmp_path, tin
 
 @pytest.fixture
 def long_recording(tmp_path) -> Path:
-    """A pipeline recording of one person moving smoothly, 400 frames at 20 fps: a 20 s stream, so that a
-    worker killed after its first result is back (up to 15 s on a busy 2-core machine) well within the
+    """One person moving smoothly, 400 frames at 20 fps: a 20 s stream, so that a worker killed
+    after its first result is back (up to 15 s on a busy 2-core machine) well within the
     stream's lifetime plus the 20 s that a replay's tail waits for its consumer."""
-    path = tmp_path / "walk.skel"
-    base = np.random.default_rng(5).uniform(0.3, 0.7, (18, 2)).astype(np.float32)
-    writer = RecordingWriter(path, StreamStart("walk", time.time(), {
-        "fps": 20.0, "source": "synthetic", "layout": "openpose", "width": 640, "height": 480, "joints": 18}))
-    for seq in range(LONG_FRAMES):
-        kp = np.zeros((18, 3), np.float32)
-        kp[:, :2] = base + 0.05 * np.sin(seq / 10 + np.arange(18))[:, None]
-        kp[:, 2] = 0.9
-        writer.write(Frame("walk", seq, time.time(), 640, 480, "openpose", (Person(1, kp),), 1.0, 18))
-    writer.close("eof")
-    return path
+    return write_walk_recording(tmp_path / "walk.skel", LONG_FRAMES, 20.0, seed=5)
 
 
 def test_a_restarted_worker_keeps_its_streams(tmp_path, tiny_weights, long_recording):

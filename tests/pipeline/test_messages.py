@@ -27,8 +27,8 @@ def make_frame(persons: int = 2, seq: int = 7, joints: int = V, seed: int = 0) -
                              list(range(10, 10 + persons)), pose_ms=3.5, joints=joints)
 
 
-def wire(frame: Frame | None = None, **changes: object) -> dict:
-    """The frame's wire map with fields replaced (a value of ... deletes the field)."""
+def wire(frame: Frame | FrameBatch | None = None, **changes: object) -> dict:
+    """The message's wire map with fields replaced (a value of ... deletes the field)."""
     obj = msgpack.unpackb(encode(frame or make_frame()), raw=False)
     for key, value in changes.items():
         if value is ...:
@@ -295,13 +295,7 @@ def make_frames(n: int = 10, seed: int = 0, counts: list[int] | None = None, fir
 
 
 def batch_wire(batch: FrameBatch | None = None, **changes: object) -> dict:
-    obj = msgpack.unpackb(encode(batch or FrameBatch.from_frames(make_frames())), raw=False)
-    for key, value in changes.items():
-        if value is ...:
-            del obj[key]
-        else:
-            obj[key] = value
-    return obj
+    return wire(batch or FrameBatch.from_frames(make_frames()), **changes)
 
 
 def test_batch_round_trip_gives_back_every_frame_bitwise() -> None:
