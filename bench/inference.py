@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stgcn import DEFAULT_WEIGHTS  # noqa: E402
-from stgcn.checkpoint import load_model  # noqa: E402
 from stgcn.engine import Engine  # noqa: E402
 from stgcn.fast import FastSTGCN  # noqa: E402
 

@@ -12,7 +12,7 @@
   a (1, 9) kernel;
 - on CUDA the temporal convolution, its bias, the residual and the ReLU are one cuDNN call
   (``cudnn_convolution_add_relu``);
-- weights are cast once to bf16 (or fp16).
+- weights are cast once to fp16 (or bf16); pooling, the classifier and the outputs are float32.
 
 :class:`GraphedEngine` wraps a whole serving step (normalisation, model, softmax, the
 predicted frame back to raw units) in CUDA graphs captured for a few fixed batch sizes,
@@ -22,7 +22,6 @@ fed from pinned host buffers.
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Callable
 
 import torch
@@ -31,8 +30,6 @@ from torch import nn
 
 from .aggregate import aggregate
 from .model import STGCN, STGCNBlock
-
-log = logging.getLogger(__name__)
 
 GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -112,7 +109,7 @@ class FastSTGCN(nn.Module):
     """The eval-mode function of ``model`` (logits, and the next frame with a predictor head)."""
 
     @torch.no_grad()
-    def __init__(self, model: STGCN, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, model: STGCN, dtype: torch.dtype = torch.float16) -> None:
         super().__init__()
         model = model.eval()
         self.dtype = dtype
