@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from stgcn import load_model
 from tests.stgcn.test_train import rows
+from tests.stgcn.test_train import write_config as train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -70,15 +70,7 @@ def utd_subset(tmp_path_factory) -> Path:
 
 
 def write_config(path: Path, data: Path, epochs: int = 3) -> Path:
-    cfg = yaml.safe_load((ROOT / "configs/train/utd_mhad_openpose.yaml").read_text())
-    cfg["data"]["train"] = {"data": str(data / "train_data.npy"), "label": str(data / "train_label.pkl")}
-    cfg["data"]["val"] = {"data": str(data / "val_data.npy"), "label": str(data / "val_label.pkl")}
-    cfg["data"]["window"] = 16
-    cfg["data"]["num_workers"] = 0
-    cfg["class_names"] = str(UTD / "class_names.json")
-    cfg["train"].update(epochs=epochs, batch_size=4, steps=[2], warmup_epochs=0, lr=0.05, seed=3)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return train_config(path, data, epochs, batch_size=4, steps=[2], seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -110,30 +102,32 @@ def _train_argv(tmp: Path, data: Path) -> list:
     return ["-m", "stgcn.train", write_config(tmp / "c.yaml", data), "--work-dir", tmp / "w", "--device", "cpu"]
 
 
-def train_truncated_npy(tmp, utd, ckpt):
+def _train_on_spoiled(tmp: Path, utd: Path, name: str, spoil) -> tuple[list, Path]:
     d = _data_copy(tmp, utd)
-    bad = truncate(d / "train_data.npy")
-    return _train_argv(tmp, d), bad
+    return _train_argv(tmp, d), spoil(d / name)
+
+
+def _write(content: bytes):
+    def spoil(path: Path) -> Path:
+        path.write_bytes(content)
+        return path
+    return spoil
+
+
+def train_truncated_npy(tmp, utd, ckpt):
+    return _train_on_spoiled(tmp, utd, "train_data.npy", truncate)
 
 
 def train_garbage_npy(tmp, utd, ckpt):
-    d = _data_copy(tmp, utd)
-    bad = d / "train_data.npy"
-    bad.write_bytes(b"this is not an npy file\n" * 10)
-    return _train_argv(tmp, d), bad
+    return _train_on_spoiled(tmp, utd, "train_data.npy", _write(b"this is not an npy file\n" * 10))
 
 
 def train_truncated_pkl(tmp, utd, ckpt):
-    d = _data_copy(tmp, utd)
-    bad = truncate(d / "train_label.pkl")
-    return _train_argv(tmp, d), bad
+    return _train_on_spoiled(tmp, utd, "train_label.pkl", truncate)
 
 
 def train_wrong_pkl(tmp, utd, ckpt):
-    d = _data_copy(tmp, utd)
-    bad = d / "val_label.pkl"
-    bad.write_bytes(pickle.dumps({"not": "a tuple"}))
-    return _train_argv(tmp, d), bad
+    return _train_on_spoiled(tmp, utd, "val_label.pkl", _write(pickle.dumps({"not": "a tuple"})))
 
 
 def eval_truncated_npy(tmp, utd, ckpt):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pipeline.messages import frame_from_arrays, sanitize_stream_id
 from pipeline.sharding import split_endpoints
-from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
-                            stop_on_signals)
+from workers.config import (add_common_args, add_curve_args, add_sender_args, client_curve, load_pipeline_config,
+                            setup_logging, stop_on_signals)
 from workers.emitter import StreamEmitter, read_resume_seq
 from workers.video_source import SourceError, open_source
 
@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--camera", type=int, help="camera index")
     src.add_argument("--video", help="video file")
     add_common_args(parser)
-    parser.add_argument("--connect", action="append",
-                        help="inference worker's frames endpoint (default from config); repeated or "
-                        "comma-separated: several workers, the stream goes to the one its stable hash picks")
+    add_sender_args(parser)
     parser.add_argument("--stream", help="stream id (default: camera<N> or the video's name)")
     parser.add_argument("--num-poses", type=int, help="people to look for per frame (default from config)")
     parser.add_argument("--pose-model", help="MediaPipe pose landmarker .task file (default: the bundled one)")

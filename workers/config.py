@@ -27,6 +27,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
 
 
+def add_sender_args(parser: argparse.ArgumentParser) -> None:
+    """Where a capture or replay worker sends its stream."""
+    parser.add_argument("--connect", action="append",
+                        help="inference worker's frames endpoint (default from config); repeated or "
+                        "comma-separated: several workers, the stream goes to the one its stable hash picks")
+
+
 def add_curve_args(parser: argparse.ArgumentParser, server: bool) -> None:
     """CURVE flags: the inference worker is the server, capture/replay/sinks are its clients."""
     group = parser.add_argument_group("CURVE encryption and authentication (python -m pipeline.keys makes keys)")

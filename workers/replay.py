@@ -26,8 +26,8 @@ from pipeline.messages import MAX_BATCH_FRAMES, Frame, Person, batch_frames, san
 from pipeline.recording import read_recording
 from pipeline.sharding import split_endpoints
 from stgcn.graph import LAYOUTS
-from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
-                            stop_on_signals)
+from workers.config import (add_common_args, add_curve_args, add_sender_args, client_curve, load_pipeline_config,
+                            setup_logging, stop_on_signals)
 from workers.emitter import StreamEmitter, read_resume_seq
 
 log = logging.getLogger("workers.replay")
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.replay", description=__doc__.split("\n")[0])
     parser.add_argument("path", help=".skel recording, Kinetics JSON clip or st-gcn *_data.npy")
     add_common_args(parser)
-    parser.add_argument("--connect", action="append",
-                        help="inference worker's frames endpoint (default from config); repeated or "
-                        "comma-separated: several workers, the stream goes to the one its stable hash picks")
+    add_sender_args(parser)
     parser.add_argument("--stream", help="stream id (default: from the file name)")
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--fps", type=float, help="replay at this rate (default: the recorded rate)")

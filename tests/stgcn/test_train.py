@@ -30,14 +30,15 @@ def utd_subset(tmp_path_factory):
     return out
 
 
-def write_config(path: Path, data: Path, epochs: int) -> Path:
+def write_config(path: Path, data: Path, epochs: int, **train: object) -> Path:
+    """A tiny training config on ``data`` (``train`` overrides the recipe's train section)."""
     cfg = yaml.safe_load((ROOT / "configs/train/utd_mhad_openpose.yaml").read_text())
     cfg["data"]["train"] = {"data": str(data / "train_data.npy"), "label": str(data / "train_label.pkl")}
     cfg["data"]["val"] = {"data": str(data / "val_data.npy"), "label": str(data / "val_label.pkl")}
     cfg["data"]["window"] = 16
     cfg["data"]["num_workers"] = 0
     cfg["class_names"] = str(UTD / "class_names.json")
-    cfg["train"].update(epochs=epochs, batch_size=6, steps=[1], warmup_epochs=0, lr=0.05)
+    cfg["train"].update(dict(epochs=epochs, batch_size=6, steps=[1], warmup_epochs=0, lr=0.05), **train)
     path.write_text(yaml.safe_dump(cfg))
     return path
 
