@@ -6,7 +6,7 @@
 Everything but the loop's bookkeeping is ``stgcn/train.py``'s: the datasets (``SkeletonDataset``,
 memory-mapped, augmented in DataLoader workers), the loaders (pinned memory, per-epoch shuffling),
 the model, SGD and :func:`stgcn.train.train_step` (autocast, ``non_blocking`` copies, loss,
-backward, step), plus the one host read of the losses per step that the training loop does.
+backward, step), plus the loss sums the training loop keeps on the device (read back once).
 The recipe is a training config (default ``configs/train/kinetics.yaml``: classification,
 random_choose + random_move, 256-sample batches in the original); its data is replaced by an
 st-gcn ``train_data.npy`` + ``train_label.pkl`` pair written to a temporary folder (``--data``
@@ -14,8 +14,11 @@ takes an existing folder), plausible moving skeletons of ``--frames`` frames wit
 length and a second person in some samples.
 
 Per batch size and mode (``fp32``; on CUDA also ``bf16``, the training default ``train.amp``;
-``--compile`` adds ``torch.compile`` of the model for each): ``--warmup`` steps, then ``--steps``
-timed steps between CUDA synchronisations. samples/s counts the classification batch (with a
+``--compile`` adds ``torch.compile`` of the model for each; ``--modes`` also takes variants such
+as ``bf16+cl+compile``: ``cl`` for ``train.channels_last``, ``compile`` or a ``torch.compile`` mode
+for ``train.compile``, both applied by :func:`stgcn.train.prepare_net` as in training):
+``--warmup`` steps, then ``--steps`` timed steps between CUDA synchronisations. ``--profile``
+writes the CUDA kernels of a few more steps per mode, by total time, next to the JSON. samples/s counts the classification batch (with a
 next-frame task each step also trains on as many next-frame samples). "data wait" is the share
 of the timed steps spent waiting for the loader. By default there are enough samples for the
 warm-up and timed steps to stay within one epoch; fewer (``--samples``) start new epochs (and new
@@ -52,7 +55,8 @@ from stgcn.checkpoint import CheckpointError, build_model  # noqa: E402
 from stgcn.config import load_config  # noqa: E402
 from stgcn.data.dataset import load_class_names  # noqa: E402
 from stgcn.graph import get_layout  # noqa: E402
-from stgcn.train import build_datasets, epoch_loaders, make_optimizer, serving_config, train_step  # noqa: E402
+from stgcn.train import (build_datasets, epoch_loaders, make_optimizer, prepare_net, serving_config,  # noqa: E402
+                         train_step)
 
 log = logging.getLogger("bench.train")
 
@@ -142,24 +146,52 @@ def class_count(cfg: dict, default: int) -> int:
     return default
 
 
-def run_mode(cfg: dict, datasets: dict, batch: int, amp: bool, compile_model: bool, device: torch.device,
-             warmup: int, steps: int, seed: int = 0) -> dict[str, Any]:
+COMPILE_TOKENS = ("compile", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def parse_mode(mode: str) -> dict[str, Any]:
+    """``bf16+cl+compile`` -> autocast, channels-last and torch.compile settings of the training config."""
+    precision, *rest = mode.split("+")
+    if precision not in ("fp32", "bf16") or any(t != "cl" and t not in COMPILE_TOKENS for t in rest):
+        raise ValueError(f"mode {mode!r}: fp32 or bf16, then +cl and/or +compile (or +<torch.compile mode>)")
+    comp = next((t for t in rest if t != "cl"), False)
+    return {"amp": precision == "bf16", "channels_last": "cl" in rest, "compile": "default" if comp == "compile" else comp}
+
+
+def profile_steps(net: torch.nn.Module, batches_iter, step, device: torch.device, n: int, title: str,
+                  path: Path) -> None:
+    """Appends the CUDA kernels of ``n`` more training steps, by total time, to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            batches = next(batches_iter, None)
+            if batches is None:
+                break
+            step(batches)
+        torch.cuda.synchronize(device)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
+    with path.open("a") as fh:
+        fh.write(f"## {title}, {n} steps\n{table}\n")
+
+
+def run_mode(cfg: dict, datasets: dict, batch: int, mode: str, device: torch.device,
+             warmup: int, steps: int, seed: int = 0, profile: Path | None = None) -> dict[str, Any]:
     """Warm-up then timed training steps of the real path; samples/s and where the time went."""
-    tcfg = cfg.get("train", {})
+    tcfg = {**cfg.get("train", {}), **parse_mode(mode)}
+    amp = tcfg["amp"]
     task = tcfg.get("task", "classify")
     any_ds = datasets.get("train") or datasets["train_next"]
     serve = serving_config(cfg, int(cfg["model"].get("num_class") or any_ds.num_classes))
     torch.manual_seed(seed)
     model = build_model(serve["model"]).to(device).train()
     optimizer = make_optimizer(model, tcfg)
-    net = torch.compile(model) if compile_model else model
+    net = prepare_net(model, tcfg, device)
     workers = int(cfg["data"].get("num_workers", 2))
     next_weight, clip = float(tcfg.get("next_frame_weight", 10.0)), float(tcfg.get("clip_grad_norm", 0.0))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    done, epoch, samples, wait, start = 0, 0, 0, 0.0, 0.0
-    bar = tqdm(total=warmup + steps, desc=f"b{batch} {'bf16' if amp else 'fp32'}{' compile' if compile_model else ''}",
-               leave=False, disable=not sys.stderr.isatty())
+    done, epoch, samples, wait, start, loss_sum = 0, 0, 0, 0.0, 0.0, torch.zeros((), device=device)
+    bar = tqdm(total=warmup + steps, desc=f"b{batch} {mode}", leave=False, disable=not sys.stderr.isatty())
     while done < warmup + steps:
         batches_iter, fresh = iter(zip(*epoch_loaders(datasets, epoch, batch, workers, seed))), True
         while done < warmup + steps:
@@ -177,9 +209,8 @@ def run_mode(cfg: dict, datasets: dict, batch: int, amp: bool, compile_model: bo
             wait += time.perf_counter() - t0
             losses = train_step(net, batches, optimizer, device, task, serve["model"]["coords"], amp,
                                 next_weight, clip)
-            for value in losses.values():  # the training loop reads every loss back each step
-                if not np.isfinite(float(value)):
-                    raise FloatingPointError(f"non-finite loss at step {done}")
+            for value in losses.values():  # summed on the device, as the training loop does
+                loss_sum = loss_sum + value.float()
             samples += int(batches[0]["x"].shape[0])
             done += 1
             bar.update()
@@ -188,7 +219,14 @@ def run_mode(cfg: dict, datasets: dict, batch: int, amp: bool, compile_model: bo
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     bar.close()
-    row = {"batch": batch, "mode": ("bf16" if amp else "fp32") + ("_compile" if compile_model else ""),
+    if not np.isfinite(float(loss_sum)):
+        raise FloatingPointError("non-finite training loss")
+    if profile is not None and device.type == "cuda":
+        profile_steps(net, iter(zip(*epoch_loaders(datasets, epoch, batch, workers, seed))),
+                      lambda b: train_step(net, b, optimizer, device, task, serve["model"]["coords"], amp,
+                                           next_weight, clip),
+                      device, 3, f"batch {batch} {mode}", profile)
+    row = {"batch": batch, "mode": mode,
            "task": task, "samples_per_s": samples / elapsed, "step_ms": 1000 * elapsed / steps,
            "data_wait": wait / elapsed, "epochs": epoch}
     if device.type == "cuda":
@@ -214,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: 8 on CUDA, 2 on the CPU)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per batch size and mode")
-    parser.add_argument("--modes", nargs="+", choices=["fp32", "bf16"],
-                        help="default: fp32 and bf16 on CUDA, fp32 on the CPU (autocast is CUDA-only)")
+    parser.add_argument("--modes", nargs="+",
+                        help="default: fp32 and bf16 on CUDA, fp32 on the CPU (autocast is CUDA-only); "
+                             "variants such as bf16+cl+compile or bf16+max-autotune-no-cudagraphs")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the model")
+    parser.add_argument("--profile", action="store_true", help="write a kernel profile of each mode (CUDA)")
     parser.add_argument("--out", help="JSON path (default bench/results/train_<device>.json)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
@@ -234,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.workers if args.workers is not None else min(8 if device.type == "cuda" else 2,
                                                                     os.cpu_count() or 1)
         modes = args.modes or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
-        variants = [(m == "bf16", False) for m in modes] + ([(m == "bf16", True) for m in modes] if args.compile else [])
+        modes += [f"{m}+compile" for m in modes if "+" not in m] if args.compile else []
+        for m in modes:
+            parse_mode(m)
         base = load_config(args.config)
         classes = class_count(base, args.classes)
         layout = base.get("data", {}).get("layout", base["model"].get("graph_args", {}).get("layout", "openpose"))
@@ -254,15 +296,20 @@ def main(argv: list[str] | None = None) -> int:
             any_ds = datasets.get("train") or datasets["train_next"]
             log.info("%s, task %s, window %d, %d workers, %s", any_ds, cfg.get("train", {}).get("task", "classify"),
                      cfg["data"]["window"], workers, machine(device))
+            out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"train_{device.type}.json"
+            profile = out.with_name(out.stem + "_profile.txt") if args.profile and device.type == "cuda" else None
+            if profile is not None:
+                profile.parent.mkdir(parents=True, exist_ok=True)
+                profile.write_text(f"# CUDA kernels of training steps, {machine(device)}, {date.today()}\n\n")
             rows = []
             for batch in args.batch_sizes:
-                for amp, comp in variants:
+                for mode in modes:
                     try:
-                        rows.append(run_mode(cfg, datasets, batch, amp, comp, device, args.warmup, args.steps))
+                        rows.append(run_mode(cfg, datasets, batch, mode, device, args.warmup, args.steps,
+                                             profile=profile))
                     except Exception as exc:  # one failing mode (e.g. compile without a compiler) must not end the run
                         if args.debug:
                             raise
-                        mode = ("bf16" if amp else "fp32") + ("_compile" if comp else "")
                         log.error("batch %d %s failed: %s", batch, mode, str(exc).strip().splitlines()[0][:300])
                         rows.append({"batch": batch, "mode": mode, "error": str(exc).strip().splitlines()[0][:300]})
     except (ValueError, FileNotFoundError, CheckpointError, KeyError) as exc:
@@ -272,12 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"\nTraining samples/s, {machine(device)}, {len(any_ds)} samples (3, {any_ds.shape[2]}, "
           f"{any_ds.shape[3]}, {any_ds.shape[4]}), window {cfg['data']['window']}, {workers} workers")
-    print(f"{'batch':>6} {'mode':<13} {'samples/s':>10} {'step ms':>9} {'data wait':>10} {'peak GiB':>9}")
+    print(f"{'batch':>6} {'mode':<24} {'samples/s':>10} {'step ms':>9} {'data wait':>10} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:
-            print(f"{r['batch']:>6} {r['mode']:<13} failed: {r['error'][:80]}")
+            print(f"{r['batch']:>6} {r['mode']:<24} failed: {r['error'][:80]}")
             continue
-        print(f"{r['batch']:>6} {r['mode']:<13} {r['samples_per_s']:>10.1f} {r['step_ms']:>9.1f} "
+        print(f"{r['batch']:>6} {r['mode']:<24} {r['samples_per_s']:>10.1f} {r['step_ms']:>9.1f} "
               f"{100 * r['data_wait']:>9.0f}% {r.get('peak_memory_gib', float('nan')):>9.2f}")
     metrics: dict[str, float] = {}
     for r in rows:
@@ -292,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
                          "warmup": args.warmup, "steps": args.steps, "device": device.type,
                          "data": "given" if args.data else "generated"},
               "metrics": metrics, "rows": rows}
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"train_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

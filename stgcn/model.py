@@ -28,8 +28,16 @@ class ConvTemporalGraphical(nn.Module):
     def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         n, kc, t, v = x.shape
-        x = x.view(n, self.kernel_size, kc // self.kernel_size, t, v)
-        return torch.einsum("nkctv,kvw->nctw", x, A)
+        k, c = self.kernel_size, kc // self.kernel_size
+        if x.stride(1) == 1 and kc > 1:
+            # NHWC (channels-last): each frame's (V*K, C) block is contiguous, so the aggregation is
+            # one batched product with the adjacency (batch stride 0), written straight into NHWC;
+            # no permuted copy forward or backward (the einsum below, or matmul's folding, make both).
+            y = x.permute(0, 2, 3, 1).reshape(n * t, v * k, c)
+            w = A.shape[2]
+            a = A.permute(2, 1, 0).reshape(1, w, v * k).to(y.dtype).expand(n * t, w, v * k)
+            return torch.bmm(a, y).view(n, t, w, c).permute(0, 3, 1, 2)
+        return torch.einsum("nkctv,kvw->nctw", x.view(n, k, c, t, v), A)
 
 
 class STGCNBlock(nn.Module):
@@ -140,12 +148,19 @@ class STGCN(nn.Module):
             coords = coords if coords is not None else in_channels
             self.predictor = NextFramePredictor(c_in, in_channels, coords, predictor_hidden)
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether ``model.to(memory_format=torch.channels_last)`` put the network in NHWC (training on GPUs)."""
+        return self.st_gcn_networks[0].tcn[2].weight.stride(1) == 1
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone feature map ``(N*M, 256, T', V)``."""
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 3, 1, 2).contiguous().view(n * m, v * c, t)
         x = self.data_bn(x)
         x = x.view(n, m, v, c, t).permute(0, 1, 3, 4, 2).contiguous().view(n * m, c, t, v)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         for block, importance in zip(self.st_gcn_networks, self.edge_importance):
             x = block(x, self.A * importance)
         return x

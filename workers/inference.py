@@ -28,6 +28,7 @@ from pipeline.tracker import SlotAssigner
 from pipeline.transport import CurveKeyPair, FrameReceiver, ResultPublisher, start_authenticator
 from workers.config import (add_common_args, add_curve_args, load_pipeline_config, server_curve, setup_logging,
                             stop_on_signals)
+from workers.heap import GcPauses, freeze
 
 log = logging.getLogger("workers.inference")
 
@@ -98,6 +99,7 @@ class InferenceWorker:
         self.streams: dict[str, StreamState] = {}
         self.counters = Counters()
         self.stats_interval = stats_interval_s
+        self.gc: GcPauses | None = None  # set when run() starts
         self._next_stats = time.time() + stats_interval_s
         self.stop = threading.Event()
 
@@ -330,7 +332,10 @@ class InferenceWorker:
             log.info("stats %s", json.dumps(self.stats()))
 
     def stats(self) -> dict[str, Any]:
-        return {"streams": len(self.streams), **self.counters.summary(self.decoder, self.scheduler.skipped)}
+        out = {"streams": len(self.streams), **self.counters.summary(self.decoder, self.scheduler.skipped)}
+        if self.gc is not None:
+            out["gc"] = self.gc.summary()
+        return out
 
     def run(self) -> None:
         log.info("inference worker %s ready: model %s (%s, %d classes, window %d) on %s, stride %d", self.name,
@@ -342,6 +347,8 @@ class InferenceWorker:
         grace = self._bound_at + self.subscriber_grace_s - time.monotonic()
         if grace > 0:
             self.stop.wait(grace)
+        log.info("%d start-up objects frozen out of the garbage collector", freeze())
+        self.gc = GcPauses()
         while not self.stop.is_set():
             self.poll()
         while len(self.scheduler):
@@ -353,6 +360,8 @@ class InferenceWorker:
             if state.recorder is not None:
                 state.recorder.close("stopped")
         log.info("final stats %s", json.dumps(self.stats()))
+        if self.gc is not None:
+            self.gc.close()
         self.receiver.close()
         self.publisher.close()
 

@@ -5,6 +5,8 @@ plain tensor ops on a state dict: it shares no code with ``stgcn.model``. Origin
 checkpoints (plain state dicts) go through ``stgcn.load_model`` and must give its logits.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,23 @@ def test_model_matches_reference_in_training_mode_shapes_and_grad():
 def test_original_graph_matches_checkpoint_buffer():
     sd = randomized_state("ntu-rgb+d", 60, seed=0)
     np.testing.assert_allclose(sd["A"].numpy(), Graph("ntu-rgb+d", "spatial").A)
+
+
+def test_channels_last_network_is_the_same_function_forward_and_backward():
+    """``model.to(memory_format=torch.channels_last)`` (training on GPUs) runs the NHWC graph convolution."""
+    torch.manual_seed(0)
+    ref = STGCN(3, 10, predictor=True).double().train()
+    nhwc = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+    assert not ref.channels_last and nhwc.channels_last
+    x, recent = torch.randn(3, 3, 40, 18, 2, dtype=torch.double), torch.randn(3, 3, 2, 18, 2, dtype=torch.double)
+    outs = [model(x, recent) for model in (ref, nhwc)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for (logits, pred), model in zip(outs, (ref, nhwc)):
+        (logits.square().sum() + pred.sum()).backward()
+    for (name, p), q in zip(ref.named_parameters(), nhwc.parameters()):
+        # biases right before a BatchNorm have zero gradient: compare on the largest gradient's scale
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-9 * float(p.grad.abs().max()) + 1e-12,
+                                   msg=name)
+    for a, b in zip(ref.buffers(), nhwc.buffers()):
+        torch.testing.assert_close(a, b)

@@ -1,5 +1,6 @@
 """The inference worker as a real process on real ZeroMQ loopback sockets."""
 
+import json
 import os
 import signal
 import subprocess
@@ -91,6 +92,8 @@ def test_classifies_every_stride_survives_bad_input_and_records(worker):
     assert proc.returncode == 0
     stats = [line for line in out.splitlines() if "final stats" in line][-1]
     assert '"bad_messages": 5' in stats and '"bad_frames": 1' in stats and f'"frames_in": {n + 1}' in stats
+    gc_stats = json.loads(stats.split("final stats ", 1)[1])["gc"]
+    assert gc_stats["frozen"] > 10000 and len(gc_stats["collections"]) == 3  # torch's heap is out of the walks
     rec = read_recording(rec_dir / "cam.skel")
     assert len(rec.frames) == n and rec.end is not None and rec.start.meta["fps"] == 30.0
 
