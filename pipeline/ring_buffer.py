@@ -245,8 +245,9 @@ class RingBuffer:
         if length < 1:
             raise ValueError(f"window length must be >= 1, got {length}")
         c, v, m = self._frame_shape
-        out = np.zeros((c, length, v, m), np.float32)
+        out = np.empty((c, length, v, m), np.float32)
         n = min(length, self._valid)
+        out[:, :length - n] = 0.0  # only the padding is zeroed: the rest is written below
         if n == 0:
             return out
         start = (self._head - n) % self.length

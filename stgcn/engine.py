@@ -135,11 +135,22 @@ class Engine:
             out = self.net(x, recent) if self.predicts else (self.net(x), None)
         return self.finish(out[0], out[1], center, scale)
 
-    def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units."""
+    def submit(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
+        """Starts a batch; calling the result gives what :meth:`__call__` gives. On CUDA graphs it
+        returns before the GPU is done (collect before building the next batch in :meth:`input_buffer`);
+        elsewhere the work is done here."""
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         if self.runner is not None and tuple(raw.shape[1:]) == self.sample_shape:
-            out = self.runner(raw)
+            pending = self.runner.submit(raw)
         else:
             out = tuple(o.cpu() for o in self.step(raw.to(self.device, non_blocking=True)))
-        return out[0].numpy(), (out[1].numpy() if self.predicts else None)
+            pending = lambda: out  # noqa: E731
+
+        def collect() -> tuple[np.ndarray, np.ndarray | None]:
+            out = pending()
+            return out[0].numpy(), (out[1].numpy() if self.predicts else None)
+        return collect
+
+    def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units."""
+        return self.submit(windows)()

@@ -184,12 +184,17 @@ class GraphedEngine:
         """The pinned host tensor that a batch of ``n`` (at most the largest size) is read from."""
         return self.graphs[self.size_for(n)][3][:n]
 
-    def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Host float32 windows ``(n, *sample_shape)`` -> host outputs (each ``(n, ...)``)."""
+    def submit(self, windows: torch.Tensor) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """Starts a batch and returns at once; calling the result waits for its host outputs.
+
+        The caller overlaps its own work with the GPU's. A batch's pinned buffers are reused by
+        the next batch of its size: collect a batch before building the next in :meth:`input_buffer`.
+        """
         n = windows.shape[0]
         if n > self.batches[-1]:
             parts = [self(windows[i:i + self.batches[-1]]) for i in range(0, n, self.batches[-1])]
-            return tuple(torch.cat(p) for p in zip(*parts))
+            out = tuple(torch.cat(p) for p in zip(*parts))
+            return lambda: out
         graph, dev_in, dev_out, host_in, host_out = self.graphs[self.size_for(n)]
         if windows.data_ptr() != host_in.data_ptr():
             host_in[:n].copy_(windows)
@@ -197,5 +202,14 @@ class GraphedEngine:
         graph.replay()
         for host, dev in zip(host_out, dev_out):
             host[:n].copy_(dev[:n], non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
-        return tuple(host[:n].clone() for host in host_out)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+
+        def collect() -> tuple[torch.Tensor, ...]:
+            done.synchronize()
+            return tuple(host[:n].clone() for host in host_out)
+        return collect
+
+    def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Host float32 windows ``(n, *sample_shape)`` -> host outputs (each ``(n, ...)``)."""
+        return self.submit(windows)()

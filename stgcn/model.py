@@ -31,12 +31,11 @@ class ConvTemporalGraphical(nn.Module):
         k, c = self.kernel_size, kc // self.kernel_size
         if x.stride(1) == 1 and kc > 1:
             # NHWC (channels-last): each frame's (V*K, C) block is contiguous, so the aggregation is
-            # one batched product with the adjacency (batch stride 0), written straight into NHWC;
-            # no permuted copy forward or backward (the einsum below, or matmul's folding, make both).
+            # one product with the adjacency over all frames, giving NHWC again. (An explicit bmm
+            # against the expanded adjacency was slower under torch.compile, which materialises it.)
             y = x.permute(0, 2, 3, 1).reshape(n * t, v * k, c)
-            w = A.shape[2]
-            a = A.permute(2, 1, 0).reshape(1, w, v * k).to(y.dtype).expand(n * t, w, v * k)
-            return torch.bmm(a, y).view(n, t, w, c).permute(0, 3, 1, 2)
+            out = torch.matmul(A.permute(2, 1, 0).reshape(A.shape[2], v * k).to(y.dtype), y)
+            return out.view(n, t, A.shape[2], c).permute(0, 3, 1, 2)
         return torch.einsum("nkctv,kvw->nctw", x.view(n, k, c, t, v), A)
 
 

@@ -100,6 +100,7 @@ class InferenceWorker:
         self.counters = Counters()
         self.stats_interval = stats_interval_s
         self.gc: GcPauses | None = None  # set when run() starts
+        self._inflight: tuple[list[Job], float, Any] | None = None  # the batch the engine is running
         self._next_stats = time.time() + stats_interval_s
         self.stop = threading.Event()
 
@@ -264,6 +265,7 @@ class InferenceWorker:
         state = self.streams.get(msg.stream)
         if state is None:
             return
+        self._finish_batch()  # results in flight go out before the end message
         if state.since > 0 and state.buffer.valid >= self.min_frames and state.last is not None:
             self._enqueue(msg.stream, state)  # the tail of the stream gets its result too
         while self.scheduler.has(msg.stream):
@@ -277,13 +279,28 @@ class InferenceWorker:
 
     # ---- model -------------------------------------------------------------------------
     def _run_batch(self) -> None:
+        """One batch start to end (the batch in flight first, so results keep their order)."""
+        self._finish_batch()
+        self._start_batch()
+        self._finish_batch()
+
+    def _start_batch(self) -> None:
+        """Takes a batch and starts it; on CUDA graphs the GPU runs it while the loop reads frames."""
         jobs = self.scheduler.take()
         if not jobs:
             return
         t0 = time.time()
         batch = self.engine.input_buffer(len(jobs))  # on CUDA, the pinned memory the GPU reads
         np.stack([j.window for j in jobs], out=batch)
-        probs, nxt = self.engine(batch)
+        self._inflight = (jobs, t0, self.engine.submit(batch))
+
+    def _finish_batch(self) -> None:
+        """Waits for the batch in flight, if any, and publishes its results."""
+        if self._inflight is None:
+            return
+        jobs, t0, collect = self._inflight
+        self._inflight = None
+        probs, nxt = collect()
         t1 = time.time()
         self.counters.batches += 1
         # Whole-batch conversions: one tolist per batch instead of numpy calls per result.
@@ -318,15 +335,22 @@ class InferenceWorker:
 
     # ---- loop --------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 5) -> None:
-        """One iteration: read what is waiting (unless backpressure is on), run a due batch."""
+        """One iteration: read what is waiting (unless backpressure is on), while the batch in
+        flight runs; publish its results; start the next batch when one is due.
+
+        At most ``max(max_batch, 64)`` messages are read per iteration, about what one batch
+        classifies: reading more before a batch runs would let a live stream's next frame
+        supersede its pending window (a skip) although the GPU has time for both.
+        """
         if not self.scheduler.full:
-            wait = 0 if len(self.scheduler) else timeout_ms
-            for data in self.receiver.recv_many(512, timeout_ms=wait):
+            wait = 0 if len(self.scheduler) or self._inflight is not None else timeout_ms
+            for data in self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait):
                 self.handle(data)
                 if self.scheduler.full:
                     break
+        self._finish_batch()
         if self.scheduler.ready() or self.scheduler.full:
-            self._run_batch()
+            self._start_batch()
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
             log.info("stats %s", json.dumps(self.stats()))
@@ -351,6 +375,7 @@ class InferenceWorker:
         self.gc = GcPauses()
         while not self.stop.is_set():
             self.poll()
+        self._finish_batch()
         while len(self.scheduler):
             self._run_batch()
         self.close()
