@@ -59,13 +59,17 @@ class Counters:
     results: int = 0
     batches: int = 0
     latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
+    loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
+    loop_max: float = 0.0  # the longest iteration (a stall every stream waits for), ms
 
     def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
         lat = {s: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
                for s, v in self.latency.items() if v}
+        loop = {"p50": round(float(np.percentile(self.loop, 50)), 2), "p99": round(float(np.percentile(self.loop, 99)), 2),
+                "max": round(self.loop_max, 2)} if self.loop else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
                 "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
-                "batches": self.batches, "latency_ms": lat}
+                "batches": self.batches, "latency_ms": lat, "loop_ms": loop}
 
 
 class InferenceWorker:
@@ -373,8 +377,13 @@ class InferenceWorker:
             self.stop.wait(grace)
         log.info("%d start-up objects frozen out of the garbage collector", freeze())
         self.gc = GcPauses()
+        loop = self.counters.loop
         while not self.stop.is_set():
+            t = time.perf_counter()
             self.poll()
+            ms = (time.perf_counter() - t) * 1000
+            loop.append(ms)
+            self.counters.loop_max = max(self.counters.loop_max, ms)
         self._finish_batch()
         while len(self.scheduler):
             self._run_batch()
