@@ -2,8 +2,8 @@
 
 A full (generation 2) collection walks every container object in the process. With torch, its
 compiler and the model loaded that is hundreds of thousands of objects, and a worker making
-thousands of small results a second triggers such a walk every few seconds: a stall of a
-hundred milliseconds or more for every stream at once. ``freeze()`` moves everything alive after
+thousands of small results a second triggers such walks again and again: each one a stall
+(77 ms with torch loaded on a 2-core CPU machine) that every stream waits for. ``freeze()`` moves everything alive after
 start-up out of the collector's reach (it stays alive, it is just never walked again);
 ``GcPauses`` measures the collections that remain, for the worker's stats.
 """
