@@ -60,13 +60,22 @@ class Counters:
     batches: int = 0
     latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
     loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
-    loop_max: float = 0.0  # the longest iteration (a stall every stream waits for), ms
+    longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
+
+    def add_loop(self, read: float, finish: float, start: float, end: float, messages: int) -> None:
+        """One loop iteration from its phase boundaries (perf_counter seconds)."""
+        ms = (end - read) * 1000
+        self.loop.append(ms)
+        if ms > self.longest["ms"]:
+            self.longest = {"ms": round(ms, 2), "read_ms": round((finish - read) * 1000, 2), "messages": messages,
+                            "finish_ms": round((start - finish) * 1000, 2), "start_ms": round((end - start) * 1000, 2),
+                            "at": round(time.time(), 3)}
 
     def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
         lat = {s: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
                for s, v in self.latency.items() if v}
         loop = {"p50": round(float(np.percentile(self.loop, 50)), 2), "p99": round(float(np.percentile(self.loop, 99)), 2),
-                "max": round(self.loop_max, 2)} if self.loop else {}
+                "longest": self.longest} if self.loop else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
                 "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
                 "batches": self.batches, "latency_ms": lat, "loop_ms": loop}
@@ -346,15 +355,20 @@ class InferenceWorker:
         classifies: reading more before a batch runs would let a live stream's next frame
         supersede its pending window (a skip) although the GPU has time for both.
         """
+        t_read, n = time.perf_counter(), 0
         if not self.scheduler.full:
             wait = 0 if len(self.scheduler) or self._inflight is not None else timeout_ms
             for data in self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait):
                 self.handle(data)
+                n += 1
                 if self.scheduler.full:
                     break
+        t_finish = time.perf_counter()
         self._finish_batch()
+        t_start = time.perf_counter()
         if self.scheduler.ready() or self.scheduler.full:
             self._start_batch()
+        self.counters.add_loop(t_read, t_finish, t_start, time.perf_counter(), n)
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
             log.info("stats %s", json.dumps(self.stats()))
@@ -377,13 +391,8 @@ class InferenceWorker:
             self.stop.wait(grace)
         log.info("%d start-up objects frozen out of the garbage collector", freeze())
         self.gc = GcPauses()
-        loop = self.counters.loop
         while not self.stop.is_set():
-            t = time.perf_counter()
             self.poll()
-            ms = (time.perf_counter() - t) * 1000
-            loop.append(ms)
-            self.counters.loop_max = max(self.counters.loop_max, ms)
         self._finish_batch()
         while len(self.scheduler):
             self._run_batch()
