@@ -18,8 +18,9 @@ Per batch size and mode (``fp32``; on CUDA also ``bf16``, the training default `
 as ``bf16+cl+compile``: ``cl`` for ``train.channels_last``, ``compile`` or a ``torch.compile`` mode
 for ``train.compile``, both applied by :func:`stgcn.train.prepare_net` as in training):
 ``--warmup`` steps, then ``--steps`` timed steps between CUDA synchronisations. ``--profile``
-writes the CUDA kernels of a few more steps per mode, by total time, next to the JSON. samples/s counts the classification batch (with a
-next-frame task each step also trains on as many next-frame samples). "data wait" is the share
+writes the CUDA kernels of a few more steps per mode, by total time, next to the JSON.
+samples/s counts the classification batch (with a next-frame task each step also trains on as
+many next-frame samples). "data wait" is the share
 of the timed steps spent waiting for the loader. By default there are enough samples for the
 warm-up and timed steps to stay within one epoch; fewer (``--samples``) start new epochs (and new
 workers) on the way, as training does.
