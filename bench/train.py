@@ -156,7 +156,8 @@ def parse_mode(mode: str) -> dict[str, Any]:
     if precision not in ("fp32", "bf16") or any(t != "cl" and t not in COMPILE_TOKENS for t in rest):
         raise ValueError(f"mode {mode!r}: fp32 or bf16, then +cl and/or +compile (or +<torch.compile mode>)")
     comp = next((t for t in rest if t != "cl"), False)
-    return {"amp": precision == "bf16", "channels_last": "cl" in rest, "compile": "default" if comp == "compile" else comp}
+    return {"amp": precision == "bf16", "channels_last": "cl" in rest,
+            "compile": "default" if comp == "compile" else comp}
 
 
 def profile_steps(net: torch.nn.Module, batches_iter, step, device: torch.device, n: int, title: str,

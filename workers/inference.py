@@ -74,8 +74,8 @@ class Counters:
     def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
         lat = {s: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
                for s, v in self.latency.items() if v}
-        loop = {"p50": round(float(np.percentile(self.loop, 50)), 2), "p99": round(float(np.percentile(self.loop, 99)), 2),
-                "longest": self.longest} if self.loop else {}
+        loop = {"p50": round(float(np.percentile(self.loop, 50)), 2),
+                "p99": round(float(np.percentile(self.loop, 99)), 2), "longest": self.longest} if self.loop else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
                 "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
                 "batches": self.batches, "latency_ms": lat, "loop_ms": loop}
