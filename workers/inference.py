@@ -50,6 +50,11 @@ class StreamState:
     t_recv: float = 0.0
 
 
+def _p50_p99(values: deque) -> dict[str, float]:
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50": round(float(p50), 2), "p99": round(float(p99), 2)}
+
+
 @dataclass
 class Counters:
     frames_in: int = 0
@@ -72,10 +77,8 @@ class Counters:
                             "at": round(time.time(), 3)}
 
     def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
-        lat = {s: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
-               for s, v in self.latency.items() if v}
-        loop = {"p50": round(float(np.percentile(self.loop, 50)), 2),
-                "p99": round(float(np.percentile(self.loop, 99)), 2), "longest": self.longest} if self.loop else {}
+        lat = {s: _p50_p99(v) for s, v in self.latency.items() if v}
+        loop = {**_p50_p99(self.loop), "longest": self.longest} if self.loop else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
                 "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
                 "batches": self.batches, "latency_ms": lat, "loop_ms": loop}
