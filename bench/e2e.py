@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.messages import Frame, Person, StreamStart, encode  # noqa: E402
 from pipeline.transport import FrameSender, ResultSubscriber  # noqa: E402
+from workers.schedstat import process_wait_ms  # noqa: E402
 
 log = logging.getLogger("bench.e2e")
 KINETICS_CLIP = ROOT.parent / "shared" / "data" / "skeleton" / "kinetics_skeleton_--33Lscn6sk.json"
@@ -194,6 +195,43 @@ def start_worker(frames_ep: str, results_ep: str, device: str, name: str, args: 
     return worker
 
 
+# ---- contention for CPUs --------------------------------------------------------------------
+
+def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, Any]:
+    """Counters of time lost to other work on the machine, to subtract two snapshots: the machine's
+    steal (hypervisor), the cgroup's CPU-quota throttling, and each process's run-queue wait."""
+    snap: dict[str, Any] = {"t": time.time()}
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        snap["steal_ms"] = int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        stat = dict(line.split() for line in Path("/sys/fs/cgroup/cpu.stat").read_text().splitlines())
+        snap["throttled_ms"] = int(stat.get("throttled_usec", 0)) / 1000
+        snap["nr_throttled"] = int(stat.get("nr_throttled", 0))
+    except (OSError, ValueError):
+        pass
+    for role, ids in pids.items():
+        snap[role] = [process_wait_ms(pid) for pid in ids]
+    return snap
+
+
+def cpu_lost(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per second between snapshots ``a`` and ``b``: steal and throttling (ms/s over the machine),
+    run-queue wait per process (ms/s)."""
+    dt = b["t"] - a["t"]
+    out: dict[str, Any] = {}
+    for key in ("steal_ms", "throttled_ms", "nr_throttled"):
+        if key in a and key in b:
+            out[key + ("_per_s" if key != "nr_throttled" else "")] = round((b[key] - a[key]) / dt, 2)
+    for key in a:
+        if isinstance(a[key], list):
+            out[f"{key}_wait_ms_per_s"] = [None if x is None or y is None else round((y - x) / dt, 2)
+                                           for x, y in zip(a[key], b[key])]
+    return out
+
+
 # ---- one point of the sweep ----------------------------------------------------------------
 
 def percentile(values: np.ndarray, q: float) -> float | None:
@@ -236,8 +274,7 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
             procs.append(ctx.Process(target=sender_main, args=(plan, templates, ready, go, t_start, out), daemon=True))
         for p in procs:
             p.start()
-        for _ in procs:
-            ready.get(timeout=60)
+        pids = {"workers": [w.proc.pid for w in workers], "senders": [ready.get(timeout=60) for _ in procs]}
         t_start.value = time.time() + 0.2
         go.set()
         t_meas0 = t_start.value + i0 / fps
@@ -248,9 +285,12 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         seen = 0
         reports: list[dict[str, Any]] = []
         last_result = time.time()
+        snaps: list[dict[str, Any]] = []
         while True:
             got = sub.recv(timeout_ms=50)
             now = time.time()
+            if len(snaps) < 2 and now >= (t_meas0, t_meas1)[len(snaps)]:
+                snaps.append(cpu_snapshot(pids))
             if got is not None:
                 r = got[1]
                 last_result = now
@@ -305,6 +345,7 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         "worker_loop_ms": [(w.final or {}).get("loop_ms") for w in workers],  # iterations, the longest by phase
         "worker_gc": [(w.final or {}).get("gc") for w in workers],
         "measured_from_to": [round(t_meas0, 3), round(t_meas1, 3)],  # wall clock, to place the longest iteration
+        "cpu_lost": cpu_lost(*snaps) if len(snaps) == 2 else {},  # over the measured window
     }
     row["driver_ok"] = row["send_fps"] >= 0.99 * row["target_fps"] and row["send_late_p99_ms"] < 5.0
     return row

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .graph import Graph
+from .graph_product import graph_product
 
 BLOCKS = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))
 
@@ -31,10 +32,9 @@ class ConvTemporalGraphical(nn.Module):
         k, c = self.kernel_size, kc // self.kernel_size
         if x.stride(1) == 1 and kc > 1:
             # NHWC (channels-last): each frame's (V*K, C) block is contiguous, so the aggregation is
-            # one product with the adjacency over all frames, giving NHWC again. (An explicit bmm
-            # against the expanded adjacency was slower under torch.compile, which materialises it.)
+            # the adjacency applied to every frame's block (stgcn.graph_product), giving NHWC again.
             y = x.permute(0, 2, 3, 1).reshape(n * t, v * k, c)
-            out = torch.matmul(A.permute(2, 1, 0).reshape(A.shape[2], v * k).to(y.dtype), y)
+            out = graph_product(A.permute(2, 1, 0).reshape(A.shape[2], v * k).to(y.dtype), y)
             return out.view(n, t, A.shape[2], c).permute(0, 3, 1, 2)
         return torch.einsum("nkctv,kvw->nctw", x.view(n, k, c, t, v), A)
 

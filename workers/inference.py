@@ -29,6 +29,7 @@ from pipeline.transport import CurveKeyPair, FrameReceiver, ResultPublisher, sta
 from workers.config import (add_common_args, add_curve_args, load_pipeline_config, server_curve, setup_logging,
                             stop_on_signals)
 from workers.heap import GcPauses, freeze
+from workers.schedstat import ThreadWait
 
 log = logging.getLogger("workers.inference")
 
@@ -67,18 +68,24 @@ class Counters:
     loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
     longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
 
-    def add_loop(self, read: float, finish: float, start: float, end: float, messages: int) -> None:
-        """One loop iteration from its phase boundaries (perf_counter seconds)."""
+    cpu_wait_ms: float = 0.0  # the loop thread runnable but not running (schedstat), over all iterations
+
+    def add_loop(self, read: float, finish: float, start: float, end: float, messages: int,
+                 cpu_wait_ms: float | None = None) -> None:
+        """One loop iteration from its phase boundaries (perf_counter seconds) and its wait for a CPU."""
         ms = (end - read) * 1000
         self.loop.append(ms)
+        self.cpu_wait_ms += cpu_wait_ms or 0.0
         if ms > self.longest["ms"]:
             self.longest = {"ms": round(ms, 2), "read_ms": round((finish - read) * 1000, 2), "messages": messages,
                             "finish_ms": round((start - finish) * 1000, 2), "start_ms": round((end - start) * 1000, 2),
+                            "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 2),
                             "at": round(time.time(), 3)}
 
     def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
         lat = {s: _p50_p99(v) for s, v in self.latency.items() if v}
-        loop = {**_p50_p99(self.loop), "longest": self.longest} if self.loop else {}
+        loop = {**_p50_p99(self.loop), "longest": self.longest, "cpu_wait_ms": round(self.cpu_wait_ms, 1)} \
+            if self.loop else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
                 "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
                 "batches": self.batches, "latency_ms": lat, "loop_ms": loop}
@@ -116,6 +123,7 @@ class InferenceWorker:
         self.counters = Counters()
         self.stats_interval = stats_interval_s
         self.gc: GcPauses | None = None  # set when run() starts
+        self.cpu_wait = ThreadWait()  # of the thread that polls
         self._inflight: tuple[list[Job], float, Any] | None = None  # the batch the engine is running
         self._next_stats = time.time() + stats_interval_s
         self.stop = threading.Event()
@@ -358,7 +366,7 @@ class InferenceWorker:
         classifies: reading more before a batch runs would let a live stream's next frame
         supersede its pending window (a skip) although the GPU has time for both.
         """
-        t_read, n = time.perf_counter(), 0
+        t_read, n, waited = time.perf_counter(), 0, self.cpu_wait.ms()
         if not self.scheduler.full:
             wait = 0 if len(self.scheduler) or self._inflight is not None else timeout_ms
             for data in self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait):
@@ -371,7 +379,9 @@ class InferenceWorker:
         t_start = time.perf_counter()
         if self.scheduler.ready() or self.scheduler.full:
             self._start_batch()
-        self.counters.add_loop(t_read, t_finish, t_start, time.perf_counter(), n)
+        if waited is not None:
+            waited = self.cpu_wait.ms() - waited
+        self.counters.add_loop(t_read, t_finish, t_start, time.perf_counter(), n, waited)
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
             log.info("stats %s", json.dumps(self.stats()))
@@ -394,6 +404,8 @@ class InferenceWorker:
             self.stop.wait(grace)
         log.info("%d start-up objects frozen out of the garbage collector", freeze())
         self.gc = GcPauses()
+        self.cpu_wait.close()
+        self.cpu_wait = ThreadWait()
         while not self.stop.is_set():
             self.poll()
         self._finish_batch()
@@ -408,6 +420,7 @@ class InferenceWorker:
         log.info("final stats %s", json.dumps(self.stats()))
         if self.gc is not None:
             self.gc.close()
+        self.cpu_wait.close()
         self.receiver.close()
         self.publisher.close()
 
