@@ -27,16 +27,22 @@ class ConvTemporalGraphical(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels * kernel_size, kernel_size=1)
 
     def forward(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        n, kc, t, v = x.shape
-        k, c = self.kernel_size, kc // self.kernel_size
-        if x.stride(1) == 1 and kc > 1:
+        k = self.kernel_size
+        if x.stride(1) == 1 and x.shape[1] > 1:
             # NHWC (channels-last): each frame's (V*K, C) block is contiguous, so the aggregation is
             # the adjacency applied to every frame's block (stgcn.graph_product), giving NHWC again.
-            y = x.permute(0, 2, 3, 1).reshape(n * t, v * k, c)
-            out = graph_product(A.permute(2, 1, 0).reshape(A.shape[2], v * k).to(y.dtype), y)
-            return out.view(n, t, A.shape[2], c).permute(0, 3, 1, 2)
-        return torch.einsum("nkctv,kvw->nctw", x.view(n, k, c, t, v), A)
+            # The conv's bias goes in after the aggregation, as its sum over each joint's neighbours.
+            y = F.conv2d(x, self.conv.weight)
+            n, kc, t, v = y.shape
+            c, w = kc // k, A.shape[2]
+            y = y.permute(0, 2, 3, 1).reshape(n * t, v * k, c)
+            a = A.permute(2, 1, 0).reshape(w, v * k)
+            bias = A.sum(1).t() @ self.conv.bias.view(k, c)
+            out = graph_product(a.to(y.dtype), y, bias.to(y.dtype))
+            return out.view(n, t, w, c).permute(0, 3, 1, 2)
+        x = self.conv(x)
+        n, kc, t, v = x.shape
+        return torch.einsum("nkctv,kvw->nctw", x.view(n, k, kc // k, t, v), A)
 
 
 class STGCNBlock(nn.Module):

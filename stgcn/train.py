@@ -122,8 +122,8 @@ def epoch_loaders(datasets: dict[str, Any], epoch: int, batch: int, workers: int
 
 def prepare_net(model: torch.nn.Module, tcfg: dict, device: torch.device, distributed: bool = False
                 ) -> torch.nn.Module:
-    """The module the training steps call: DDP-wrapped when ``distributed``, and as ``train.channels_last``
-    and ``train.compile`` ask (both CUDA only).
+    """The module the training steps call: DDP-wrapped when ``distributed``, and as ``train.channels_last``,
+    ``train.compile`` and ``train.cudnn_benchmark`` ask (all CUDA only).
 
     ``channels_last`` puts the convolution weights (and so the activations) in NHWC, the layout
     the tensor-core kernels want; ``compile`` (true or a ``torch.compile`` mode) fuses BatchNorm,
@@ -131,6 +131,8 @@ def prepare_net(model: torch.nn.Module, tcfg: dict, device: torch.device, distri
     ``model``'s, so checkpoints and the optimiser see the plain module.
     """
     cuda = device.type == "cuda"
+    if cuda:  # training shapes are fixed: let cuDNN time its convolution algorithms once per shape
+        torch.backends.cudnn.benchmark = bool(tcfg.get("cudnn_benchmark", False))
     if cuda and tcfg.get("channels_last"):
         model.to(memory_format=torch.channels_last)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
