@@ -19,7 +19,8 @@ as ``bf16+cl+bench+compile``: ``cl`` for ``train.channels_last``, ``bench`` for 
 ``compile`` or a ``torch.compile`` mode for ``train.compile``, all applied by
 :func:`stgcn.train.prepare_net` as in training):
 ``--warmup`` steps, then ``--steps`` timed steps between CUDA synchronisations. ``--profile``
-writes the CUDA kernels of a few more steps per mode, by total time, next to the JSON.
+writes the CUDA kernels of a few more steps per mode, by total time, next to the JSON, and their
+GPU time per step (``kernel_ms_per_step``; when it is well under the step time, the GPU waits).
 samples/s counts the classification batch (with a next-frame task each step also trains on as
 many next-frame samples). "data wait" is the share
 of the timed steps spent waiting for the loader. By default there are enough samples for the
@@ -162,8 +163,10 @@ def parse_mode(mode: str) -> dict[str, Any]:
 
 
 def profile_steps(net: torch.nn.Module, batches_iter, step, device: torch.device, n: int, title: str,
-                  path: Path) -> None:
-    """Appends the CUDA kernels of ``n`` more training steps, by total time, to ``path``."""
+                  path: Path) -> float:
+    """Appends the CUDA kernels of ``n`` more training steps, by total time, to ``path``; returns the
+    kernels' time per step (ms): well under the step time, the GPU waits for the CPU."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
@@ -175,6 +178,8 @@ def profile_steps(net: torch.nn.Module, batches_iter, step, device: torch.device
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
     with path.open("a") as fh:
         fh.write(f"## {title}, {n} steps\n{table}\n")
+    kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]  # not their CPU-side ops
+    return sum(e.self_device_time_total for e in kernels) / 1000 / n
 
 
 def run_mode(cfg: dict, datasets: dict, batch: int, mode: str, device: torch.device,
@@ -224,14 +229,15 @@ def run_mode(cfg: dict, datasets: dict, batch: int, mode: str, device: torch.dev
     bar.close()
     if not np.isfinite(float(loss_sum)):
         raise FloatingPointError("non-finite training loss")
+    kernel_ms = None
     if profile is not None and device.type == "cuda":
-        profile_steps(net, iter(zip(*epoch_loaders(datasets, epoch, batch, workers, seed))),
+        kernel_ms = profile_steps(net, iter(zip(*epoch_loaders(datasets, epoch, batch, workers, seed))),
                       lambda b: train_step(net, b, optimizer, device, task, serve["model"]["coords"], amp,
                                            next_weight, clip),
                       device, 3, f"batch {batch} {mode}", profile)
     row = {"batch": batch, "mode": mode,
            "task": task, "samples_per_s": samples / elapsed, "step_ms": 1000 * elapsed / steps,
-           "data_wait": wait / elapsed, "epochs": epoch}
+           "data_wait": wait / elapsed, "epochs": epoch, "kernel_ms_per_step": kernel_ms}
     if device.type == "cuda":
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return row
@@ -322,12 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"\nTraining samples/s, {machine(device)}, {len(any_ds)} samples (3, {any_ds.shape[2]}, "
           f"{any_ds.shape[3]}, {any_ds.shape[4]}), window {cfg['data']['window']}, {workers} workers")
-    print(f"{'batch':>6} {'mode':<24} {'samples/s':>10} {'step ms':>9} {'data wait':>10} {'peak GiB':>9}")
+    print(f"{'batch':>6} {'mode':<24} {'samples/s':>10} {'step ms':>9} {'GPU ms':>7} {'data wait':>10} {'peak GiB':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['batch']:>6} {r['mode']:<24} failed: {r['error'][:80]}")
             continue
-        print(f"{r['batch']:>6} {r['mode']:<24} {r['samples_per_s']:>10.1f} {r['step_ms']:>9.1f} "
+        gpu = f"{r['kernel_ms_per_step']:>7.1f}" if r.get("kernel_ms_per_step") else f"{'-':>7}"
+        print(f"{r['batch']:>6} {r['mode']:<24} {r['samples_per_s']:>10.1f} {r['step_ms']:>9.1f} {gpu} "
               f"{100 * r['data_wait']:>9.0f}% {r.get('peak_memory_gib', float('nan')):>9.2f}")
     metrics: dict[str, float] = {}
     for r in rows:
