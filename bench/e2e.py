@@ -110,8 +110,9 @@ def sender_main(plan: SenderPlan, templates: list[dict[str, Any]], ready: Any, g
     t0 = t_start.value
     order = sorted(range(len(senders)), key=lambda k: plan.phases[k])
     i0, i1 = plan.window
-    attempted = dropped = dropped_total = 0
+    attempted = dropped = dropped_total = deferred = 0
     lateness: list[float] = []
+    send_ms: list[float] = []
     packb, n_tpl = msgpack.packb, len(templates)
     for i in range(plan.frames):
         wire = dict(templates[i % n_tpl], seq=i)
@@ -124,18 +125,21 @@ def sender_main(plan: SenderPlan, templates: list[dict[str, Any]], ready: Any, g
             now = time.time()
             wire["stream"], wire["t_capture"] = plan.streams[k], now
             sender = senders[k]
-            before = sender.dropped
+            before, waiting = sender.dropped, sender.deferred
             sender.send(packb(wire, use_bin_type=True))
             dropped_total += sender.dropped - before
             if measured:
                 attempted += 1
                 dropped += sender.dropped - before
+                deferred += sender.deferred - waiting
                 lateness.append(now - due)
+                send_ms.append(time.time() - now)
     for sender in senders:
         sender.close(timeout_ms=0)
     ctx.destroy(linger=0)
     late = np.asarray(lateness or [0.0]) * 1000
-    out.put({"attempted": attempted, "dropped": dropped, "dropped_total": dropped_total,
+    out.put({"attempted": attempted, "dropped": dropped, "dropped_total": dropped_total, "deferred": deferred,
+             "send_max_ms": 1000 * max(send_ms or [0.0]),
              "late_p50_ms": float(np.percentile(late, 50)), "late_p99_ms": float(np.percentile(late, 99)),
              "late_max_ms": float(late.max())})
 
@@ -338,7 +342,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         "send_late_p99_ms": max(r["late_p99_ms"] for r in reports),
         "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
         "p99_delivered_ms": percentile(dlv, 99), "max_ms": percentile(lat, 100),
-        "sender_drops": sender_drops, "skipped_windows": skipped, "drops": sender_drops + skipped,
+        "sender_drops": sender_drops, "sender_deferred": sum(r["deferred"] for r in reports),
+        "sender_send_max_ms": max(r["send_max_ms"] for r in reports), "skipped_windows": skipped, "drops": sender_drops + skipped,
         "lost_results": expected - seen, "results_per_s": seen / args.duration, "windows_per_s": windows_per_s,
         "senders": len(procs),
         "worker_latency_ms": [(w.final or {}).get("latency_ms") for w in workers],

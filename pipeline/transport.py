@@ -245,6 +245,7 @@ class FrameSender:
         self.stop = stop
         self.sent = 0
         self.dropped = 0
+        self.deferred = 0  # live frames the socket did not take at once: they wait for the next send
         self._queue: deque[bytes] = deque(maxlen=queue_size)
         self._sock = _new_socket(zmq.PUSH, context, max_msg_size, linger_ms)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm if sndhwm is not None else (64 if live else 256))
@@ -280,7 +281,8 @@ class FrameSender:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("%s: consumer too slow, dropped %d oldest frame(s) so far", self.endpoint, self.dropped)
         self._queue.append(data)
-        self.flush()
+        if not self.flush():
+            self.deferred += 1
 
     def flush(self, timeout_ms: int | None = 0) -> bool:
         """Hand queued frames to the socket, waiting up to ``timeout_ms``; True when empty."""
