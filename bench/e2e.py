@@ -249,7 +249,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
 
     n_workers = args.inference_workers
     devices = [d for d in (args.devices or args.device).split(",") if d]
-    eps = free_endpoints(2 * n_workers)
+    eps = free_endpoints(2 * n_workers) if args.transport == "tcp" else \
+        [f"ipc://{config.parent}/e2e-{n}-{i}" for i in range(2 * n_workers)]
     frames_eps, results_eps = eps[:n_workers], eps[n_workers:]
     sub = ResultSubscriber(results_eps, rcvhwm=1_000_000)
     workers = [start_worker(frames_eps[w], results_eps[w], devices[w % len(devices)], f"inference-{w}", args, config)
@@ -391,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, help="override the config's max_batch")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the inference worker (default: PyTorch's)")
     p.add_argument("--streams-per-sender", type=int, default=64, help="streams per sender process")
+    p.add_argument("--transport", choices=("tcp", "ipc"), default="tcp",
+                   help="loopback TCP (as run_pipeline.py) or Unix-domain ipc:// endpoints")
     p.add_argument("--clip", type=Path, default=KINETICS_CLIP, help="Kinetics JSON clip, .skel or npy to loop")
     p.add_argument("--budget-ms", type=float, default=100.0, help="p99 budget")
     p.add_argument("--all", action="store_true", help="run every stream count, do not stop at the first failure")
@@ -445,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
            "config": {"device": args.devices or device, "stride": args.stride, "fps": args.fps,
                       "duration_s": args.duration, "warmup_s": args.warmup, "clip": source,
                       "weights": args.weights or "bundled", "inference_workers": args.inference_workers,
-                      "max_batch": args.max_batch or "config", "streams_per_sender": args.streams_per_sender,
+                      "max_batch": args.max_batch or "config", "transport": args.transport, "streams_per_sender": args.streams_per_sender,
                       "worker_threads": args.threads or "default", "loadavg_1m_at_start": load_at_start},
            "metrics": metrics, "rows": rows}
     path = args.out or ROOT / "bench" / "results" / f"e2e_{kind}.json"

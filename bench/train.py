@@ -15,9 +15,8 @@ length and a second person in some samples.
 
 Per batch size and mode (``fp32``; on CUDA also ``bf16``, the training default ``train.amp``;
 ``--compile`` adds ``torch.compile`` of the model for each; ``--modes`` also takes variants such
-as ``bf16+cl+bench+compile``: ``cl`` for ``train.channels_last``, ``bench`` for ``train.cudnn_benchmark``,
-``compile`` or a ``torch.compile`` mode for ``train.compile``, all applied by
-:func:`stgcn.train.prepare_net` as in training):
+as ``bf16+cl+compile``: ``cl`` for ``train.channels_last``, ``compile`` or a ``torch.compile`` mode
+for ``train.compile``, both applied by :func:`stgcn.train.prepare_net` as in training):
 ``--warmup`` steps, then ``--steps`` timed steps between CUDA synchronisations. ``--profile``
 writes the CUDA kernels of a few more steps per mode, by total time, next to the JSON, and their
 GPU time per step (``kernel_ms_per_step``; when it is well under the step time, the GPU waits).
@@ -155,10 +154,10 @@ COMPILE_TOKENS = ("compile", "default", "reduce-overhead", "max-autotune", "max-
 def parse_mode(mode: str) -> dict[str, Any]:
     """``bf16+cl+compile`` -> autocast, channels-last and torch.compile settings of the training config."""
     precision, *rest = mode.split("+")
-    if precision not in ("fp32", "bf16") or any(t not in ("cl", "bench") + COMPILE_TOKENS for t in rest):
-        raise ValueError(f"mode {mode!r}: fp32 or bf16, then +cl, +bench and/or +compile (or +<torch.compile mode>)")
-    comp = next((t for t in rest if t in COMPILE_TOKENS), False)
-    return {"amp": precision == "bf16", "channels_last": "cl" in rest, "cudnn_benchmark": "bench" in rest,
+    if precision not in ("fp32", "bf16") or any(t != "cl" and t not in COMPILE_TOKENS for t in rest):
+        raise ValueError(f"mode {mode!r}: fp32 or bf16, then +cl and/or +compile (or +<torch.compile mode>)")
+    comp = next((t for t in rest if t != "cl"), False)
+    return {"amp": precision == "bf16", "channels_last": "cl" in rest,
             "compile": "default" if comp == "compile" else comp}
 
 

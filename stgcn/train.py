@@ -122,22 +122,26 @@ def epoch_loaders(datasets: dict[str, Any], epoch: int, batch: int, workers: int
 
 def prepare_net(model: torch.nn.Module, tcfg: dict, device: torch.device, distributed: bool = False
                 ) -> torch.nn.Module:
-    """The module the training steps call: DDP-wrapped when ``distributed``, and as ``train.channels_last``,
-    ``train.compile`` and ``train.cudnn_benchmark`` ask (all CUDA only).
+    """The module the training steps call: DDP-wrapped when ``distributed``, and as ``train.channels_last``
+    and ``train.compile`` ask (both CUDA only).
 
     ``channels_last`` puts the convolution weights (and so the activations) in NHWC, the layout
     the tensor-core kernels want; ``compile`` (true or a ``torch.compile`` mode) fuses BatchNorm,
-    ReLU and the residual sums into few kernels, forward and backward. The parameters stay
+    ReLU and the residual sums into few kernels, forward and backward. ``reduce-overhead`` also
+    replays each step as CUDA graphs: the compiled step launches about a thousand kernels and
+    custom ops, and without graphs the GPU waits for the CPU. With DDP the default mode is used
+    (CUDA graphs around its gradient hooks are not measured here). The parameters stay
     ``model``'s, so checkpoints and the optimiser see the plain module.
     """
     cuda = device.type == "cuda"
-    if cuda:  # training shapes are fixed: let cuDNN time its convolution algorithms once per shape
-        torch.backends.cudnn.benchmark = bool(tcfg.get("cudnn_benchmark", False))
     if cuda and tcfg.get("channels_last"):
         model.to(memory_format=torch.channels_last)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
         if distributed else model
     mode = tcfg.get("compile", False)
+    if distributed and mode == "reduce-overhead":
+        log.info("train.compile: reduce-overhead is not used with DDP; compiling in the default mode")
+        mode = "default"
     if cuda and mode:
         return torch.compile(net, mode=None if mode is True or mode == "default" else str(mode))
     return net
