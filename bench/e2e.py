@@ -348,6 +348,7 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         "lost_results": expected - seen, "results_per_s": seen / args.duration, "windows_per_s": windows_per_s,
         "senders": len(procs),
         "worker_latency_ms": [(w.final or {}).get("latency_ms") for w in workers],
+        "worker_arrival_ms": [(w.final or {}).get("arrival_ms") for w in workers],  # all frames, bunched ones
         "worker_loop_ms": [(w.final or {}).get("loop_ms") for w in workers],  # iterations, the longest by phase
         "worker_gc": [(w.final or {}).get("gc") for w in workers],
         "measured_from_to": [round(t_meas0, 3), round(t_meas1, 3)],  # wall clock, to place the longest iteration

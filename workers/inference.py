@@ -49,6 +49,7 @@ class StreamState:
     recorder: RecordingWriter | None = None
     last: Frame | None = None
     t_recv: float = 0.0
+    read: int = -1  # the worker's socket read that brought the last frame
 
 
 def _p50_p99(values: deque) -> dict[str, float]:
@@ -66,6 +67,8 @@ class Counters:
     batches: int = 0
     latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
     loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
+    arrival: deque = field(default_factory=lambda: deque(maxlen=2000))  # every frame's capture -> receipt, ms
+    bunched: int = 0  # frames read together with their stream's previous frame (a live window is superseded)
     longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
 
     cpu_wait_ms: float = 0.0  # the loop thread runnable but not running (schedstat), over all iterations
@@ -86,9 +89,11 @@ class Counters:
         lat = {s: _p50_p99(v) for s, v in self.latency.items() if v}
         loop = {**_p50_p99(self.loop), "longest": self.longest, "cpu_wait_ms": round(self.cpu_wait_ms, 1)} \
             if self.loop else {}
+        arrival = {**_p50_p99(self.arrival), "max": round(max(self.arrival), 2), "bunched": self.bunched} \
+            if self.arrival else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
                 "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
-                "batches": self.batches, "latency_ms": lat, "loop_ms": loop}
+                "batches": self.batches, "latency_ms": lat, "arrival_ms": arrival, "loop_ms": loop}
 
 
 class InferenceWorker:
@@ -124,6 +129,7 @@ class InferenceWorker:
         self.stats_interval = stats_interval_s
         self.gc: GcPauses | None = None  # set when run() starts
         self.cpu_wait = ThreadWait()  # of the thread that polls
+        self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
         self._inflight: tuple[list[Job], float, Any] | None = None  # the batch the engine is running
         self._next_stats = time.time() + stats_interval_s
         self.stop = threading.Event()
@@ -185,6 +191,7 @@ class InferenceWorker:
 
     def _on_frame(self, msg: Frame, data: bytes, t_recv: float) -> None:
         self.counters.frames_in += 1
+        self.counters.arrival.append((t_recv - msg.t_capture) * 1000 - msg.pose_ms)
         if msg.layout != self.engine.layout or (msg.persons and msg.joints != self.engine.joints):
             self.counters.bad_frames += 1
             if self.counters.bad_frames <= 5:
@@ -204,7 +211,9 @@ class InferenceWorker:
             return
         if state.recorder is not None:
             state.recorder.write(data)
-        state.last, state.t_recv = msg, t_recv
+        if state.read == self._reads:
+            self.counters.bunched += 1
+        state.last, state.t_recv, state.read = msg, t_recv, self._reads
         state.since += written
         if state.buffer.valid >= self.min_frames and state.since >= self.stride:
             self._enqueue(msg.stream, state)
@@ -369,6 +378,7 @@ class InferenceWorker:
         t_read, n, waited = time.perf_counter(), 0, self.cpu_wait.ms()
         if not self.scheduler.full:
             wait = 0 if len(self.scheduler) or self._inflight is not None else timeout_ms
+            self._reads += 1
             for data in self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait):
                 self.handle(data)
                 n += 1
