@@ -73,7 +73,7 @@ class Counters:
 
     cpu_wait_ms: float = 0.0  # the loop thread runnable but not running (schedstat), over all iterations
 
-    def add_loop(self, read: float, finish: float, start: float, end: float, messages: int,
+    def add_loop(self, read: float, finish: float, start: float, stats: float, end: float, messages: int,
                  cpu_wait_ms: float | None = None) -> None:
         """One loop iteration from its phase boundaries (perf_counter seconds) and its wait for a CPU."""
         ms = (end - read) * 1000
@@ -81,7 +81,8 @@ class Counters:
         self.cpu_wait_ms += cpu_wait_ms or 0.0
         if ms > self.longest["ms"]:
             self.longest = {"ms": round(ms, 2), "read_ms": round((finish - read) * 1000, 2), "messages": messages,
-                            "finish_ms": round((start - finish) * 1000, 2), "start_ms": round((end - start) * 1000, 2),
+                            "finish_ms": round((start - finish) * 1000, 2), "start_ms": round((stats - start) * 1000, 2),
+                            "stats_ms": round((end - stats) * 1000, 2),
                             "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 2),
                             "at": round(time.time(), 3)}
 
@@ -389,12 +390,13 @@ class InferenceWorker:
         t_start = time.perf_counter()
         if self.scheduler.ready() or self.scheduler.full:
             self._start_batch()
-        if waited is not None:
-            waited = self.cpu_wait.ms() - waited
-        self.counters.add_loop(t_read, t_finish, t_start, time.perf_counter(), n, waited)
+        t_stats = time.perf_counter()
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
             log.info("stats %s", json.dumps(self.stats()))
+        if waited is not None:
+            waited = self.cpu_wait.ms() - waited
+        self.counters.add_loop(t_read, t_finish, t_start, t_stats, time.perf_counter(), n, waited)
 
     def stats(self) -> dict[str, Any]:
         out = {"streams": len(self.streams), **self.counters.summary(self.decoder, self.scheduler.skipped)}

@@ -95,7 +95,9 @@ def test_classifies_every_stride_survives_bad_input_and_records(worker):
     final = json.loads(stats.split("final stats ", 1)[1])
     assert final["gc"]["frozen"] > 10000 and len(final["gc"]["collections"]) == 3  # torch's heap is out of the walks
     longest = final["loop_ms"]["longest"]  # the worst loop iteration, split by phase
-    assert longest["ms"] >= max(longest["read_ms"], longest["finish_ms"], longest["start_ms"]) > 0
+    assert longest["ms"] >= max(longest["read_ms"], longest["finish_ms"], longest["start_ms"], longest["stats_ms"]) > 0
+    arrival = final["arrival_ms"]  # every frame, classified or not
+    assert arrival["max"] >= arrival["p99"] >= arrival["p50"] and arrival["bunched"] >= 0
     rec = read_recording(rec_dir / "cam.skel")
     assert len(rec.frames) == n and rec.end is not None and rec.start.meta["fps"] == 30.0
 
