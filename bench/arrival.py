@@ -1,0 +1,155 @@
+"""Frame arrival delay of one live 30 fps stream, without the inference worker: where do frames wait?
+
+    python bench/arrival.py [--frames 300] [--loops plain worker-like torch] [--spinners 0 16]
+
+A sender process sends one stream at ``--fps`` through a live ``FrameSender`` (as the e2e
+bench's senders do); this process receives with ``FrameReceiver.recv_many`` and records, for
+every frame, receipt time minus send time, and how many reads brought more than one frame
+(two frames of a stream in one read: its first window would be superseded). Receiver loops:
+``plain`` blocks up to 5 ms per read; ``worker-like`` does what the inference worker's loop does
+around a frame (zero-timeout reads while a job is pending, then a result on a PUB socket);
+``torch`` adds the engine's kind of work per job (a pinned host copy, a host-to-device copy, a
+small CUDA product, an event synchronisation; on the CPU without CUDA), warmed up first.
+``--spinners N`` runs N niced busy processes beside it, so that no CPU sits idle. bench/e2e.py
+reports the same delay for the real worker (``worker_arrival_ms``): comparing the two tells
+whether frames wait in the transport or in the worker process.
+Prints a table and writes bench/results/arrival_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.transport import FrameReceiver, FrameSender  # noqa: E402
+
+
+def send(endpoint: str, frames: int, fps: float) -> None:
+    """One live stream on the e2e senders' schedule; the send time travels in the message."""
+    import zmq
+
+    ctx = zmq.Context()
+    sender = FrameSender(endpoint, live=True, context=ctx)
+    time.sleep(0.5)  # the connection
+    t0 = time.time()
+    for i in range(frames):
+        delay = t0 + i / fps - time.time()
+        if delay > 0.0002:
+            time.sleep(delay)
+        sender.send(msgpack.packb({"seq": i, "t": time.time()}))
+    time.sleep(0.5)
+    sender.close(0)
+    ctx.destroy(0)
+
+
+def spin() -> None:
+    os.nice(19)
+    while True:
+        pass
+
+
+def engine_like_job() -> tuple[Callable[[], None], str]:
+    """A job shaped like the engine's at batch 1 (T=128, 18 joints, 2 persons), warmed up."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    host = torch.empty(1, 3, 128, 18, 2, pin_memory=device == "cuda")
+    weight = torch.randn(256, 256, device=device)
+
+    def job() -> None:
+        host.copy_(torch.from_numpy(np.random.rand(1, 3, 128, 18, 2).astype(np.float32)))
+        x = host.to(device, non_blocking=True)
+        (weight @ weight).sum().add_(x.sum())
+        if device == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            event.synchronize()
+
+    for _ in range(5):  # CUDA context, cuBLAS handle, kernels: not part of the steady state
+        job()
+    return job, device
+
+
+def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]:
+    import zmq
+
+    ctx = mp.get_context("spawn")
+    job, device = engine_like_job() if loop == "torch" else ((lambda: None), "none")
+    busy = [ctx.Process(target=spin, daemon=True) for _ in range(spinners)]
+    for p in busy:
+        p.start()
+    receiver = FrameReceiver("tcp://127.0.0.1:0")
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.bind("tcp://127.0.0.1:0")
+    sender = ctx.Process(target=send, args=(receiver.endpoint, frames, fps))
+    sender.start()
+    delays: list[float] = []
+    bunched, pending = 0, None
+    end = time.time() + frames / fps + 10
+    try:
+        while len(delays) < frames and time.time() < end:
+            wait = 0 if pending is not None and loop != "plain" else 5
+            msgs = receiver.recv_many(64, timeout_ms=wait)
+            now = time.time()
+            bunched += len(msgs) > 1
+            for m in msgs:
+                delays.append((now - msgpack.unpackb(m)["t"]) * 1000)
+                pending = now
+            if pending is not None and now - pending > 0.005:  # the worker's max wait, then the batch
+                job()
+                pub.send_multipart([b"s", msgpack.packb({"seq": len(delays)})])
+                pending = None
+    finally:
+        sender.join(10)
+        for p in busy:
+            p.kill()
+        receiver.close()
+        pub.close(0)
+    a = np.asarray(delays or [np.nan])
+    return {"loop": loop, "spinners": spinners, "job_device": device, "frames": frames, "received": len(delays),
+            "bunched_reads": bunched, "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "max_ms": float(a.max()), "over_20ms": int((a > 20).sum())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[2:]))
+    p.add_argument("--frames", type=int, default=300, help="frames per measurement")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--loops", nargs="+", choices=("plain", "worker-like", "torch"), default=["plain", "worker-like", "torch"])
+    p.add_argument("--spinners", type=int, nargs="+", default=[0], help="niced busy processes beside it")
+    p.add_argument("--out", type=Path, help="JSON path (default bench/results/arrival_<device>.json)")
+    args = p.parse_args(argv)
+    rows = [measure(loop, args.frames, args.fps, n) for n in args.spinners for loop in args.loops]
+    print(f"{'loop':<12} {'spinners':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'>20 ms':>7} {'bunched':>8}")
+    for r in rows:
+        print(f"{r['loop']:<12} {r['spinners']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} "
+              f"{r['over_20ms']:>7} {r['bunched_reads']:>8}")
+    gpu = any(r["job_device"] == "cuda" for r in rows)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores" + (" (GPU machine)" if gpu else "")
+    out = {"machine": machine, "date": date.today().isoformat(),
+           "config": {"frames": args.frames, "fps": args.fps},
+           "metrics": {f"arrival_p99_ms_{r['loop']}_spin{r['spinners']}": r["p99_ms"] for r in rows}, "rows": rows}
+    path = args.out or ROOT / "bench" / "results" / f"arrival_{'cuda' if gpu else 'cpu'}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
