@@ -126,11 +126,12 @@ def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[2:]))
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[2:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300, help="frames per measurement")
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--loops", nargs="+", choices=("plain", "worker-like", "torch"), default=["plain", "worker-like", "torch"])
+    loops = ("plain", "worker-like", "torch")
+    p.add_argument("--loops", nargs="+", choices=loops, default=list(loops))
     p.add_argument("--spinners", type=int, nargs="+", default=[0], help="niced busy processes beside it")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/arrival_<device>.json)")
     args = p.parse_args(argv)

@@ -17,6 +17,12 @@ Per N, over the frames of the measured window (after ``--warmup`` seconds): p50/
 windows the worker skipped, from its stats), lost results (frames sent in the window with no
 result: drops, skips or results dropped on the way), results/s, windows/s, and the senders'
 achieved rate and lateness against their schedule (the driver must not be the bottleneck).
+To find where time goes, each row also has every frame's arrival delay at the worker
+(``worker_arrival_ms``, with ``bunched``: frames read together with their stream's previous
+one), the worker's loop phases and its wait for a CPU (``worker_loop_ms``), the senders' frames
+that their socket did not take at once (``sender_deferred``) and, over the measured window, the
+machine's steal, CPU-quota throttling and each process's run-queue wait (``cpu_lost``).
+``--transport ipc`` uses Unix-domain sockets instead of loopback TCP.
 The sweep stops at the first N whose p99 exceeds ``--budget-ms`` or that drops anything
 (``--all``: run every N). Prints a table and writes bench/results/e2e_<device>.json.
 """
@@ -344,7 +350,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
         "p99_delivered_ms": percentile(dlv, 99), "max_ms": percentile(lat, 100),
         "sender_drops": sender_drops, "sender_deferred": sum(r["deferred"] for r in reports),
-        "sender_send_max_ms": max(r["send_max_ms"] for r in reports), "skipped_windows": skipped, "drops": sender_drops + skipped,
+        "sender_send_max_ms": max(r["send_max_ms"] for r in reports),
+        "skipped_windows": skipped, "drops": sender_drops + skipped,
         "lost_results": expected - seen, "results_per_s": seen / args.duration, "windows_per_s": windows_per_s,
         "senders": len(procs),
         "worker_latency_ms": [(w.final or {}).get("latency_ms") for w in workers],
@@ -449,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
            "config": {"device": args.devices or device, "stride": args.stride, "fps": args.fps,
                       "duration_s": args.duration, "warmup_s": args.warmup, "clip": source,
                       "weights": args.weights or "bundled", "inference_workers": args.inference_workers,
-                      "max_batch": args.max_batch or "config", "transport": args.transport, "streams_per_sender": args.streams_per_sender,
+                      "max_batch": args.max_batch or "config", "transport": args.transport,
+                      "streams_per_sender": args.streams_per_sender,
                       "worker_threads": args.threads or "default", "loadavg_1m_at_start": load_at_start},
            "metrics": metrics, "rows": rows}
     path = args.out or ROOT / "bench" / "results" / f"e2e_{kind}.json"

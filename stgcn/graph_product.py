@@ -8,8 +8,8 @@ for a thin 18-row operand is slow. Here, on CUDA, Triton kernels read each block
 the result in place: the product with the graph conv's bias added (folded onto the joints, so
 the conv writes no biased copy), its gradient for the frames (the same kernel with ``a``
 transposed) and its gradients for ``a`` (the adjacency times edge importance) and the bias,
-summed over frames in per-program partials (deterministic). It is a ``torch.library`` custom op, so ``torch.compile``
-keeps it whole. On CPU it is ``torch.matmul``.
+summed over frames in per-program partials (deterministic). It is a ``torch.library`` custom
+op, so ``torch.compile`` keeps it whole. On CPU it is ``torch.matmul``.
 """
 
 from __future__ import annotations

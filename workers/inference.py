@@ -67,11 +67,10 @@ class Counters:
     batches: int = 0
     latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
     loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
+    longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
+    cpu_wait_ms: float = 0.0  # the loop thread runnable but not running (schedstat), over all iterations
     arrival: deque = field(default_factory=lambda: deque(maxlen=2000))  # every frame's capture -> receipt, ms
     bunched: int = 0  # frames read together with their stream's previous frame (a live window is superseded)
-    longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
-
-    cpu_wait_ms: float = 0.0  # the loop thread runnable but not running (schedstat), over all iterations
 
     def add_loop(self, read: float, finish: float, start: float, stats: float, end: float, messages: int,
                  cpu_wait_ms: float | None = None) -> None:
@@ -81,8 +80,8 @@ class Counters:
         self.cpu_wait_ms += cpu_wait_ms or 0.0
         if ms > self.longest["ms"]:
             self.longest = {"ms": round(ms, 2), "read_ms": round((finish - read) * 1000, 2), "messages": messages,
-                            "finish_ms": round((start - finish) * 1000, 2), "start_ms": round((stats - start) * 1000, 2),
-                            "stats_ms": round((end - stats) * 1000, 2),
+                            "finish_ms": round((start - finish) * 1000, 2),
+                            "start_ms": round((stats - start) * 1000, 2), "stats_ms": round((end - stats) * 1000, 2),
                             "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 2),
                             "at": round(time.time(), 3)}
 
@@ -394,8 +393,8 @@ class InferenceWorker:
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
             log.info("stats %s", json.dumps(self.stats()))
-        if waited is not None:
-            waited = self.cpu_wait.ms() - waited
+        after = self.cpu_wait.ms()
+        waited = None if waited is None or after is None else after - waited
         self.counters.add_loop(t_read, t_finish, t_start, t_stats, time.perf_counter(), n, waited)
 
     def stats(self) -> dict[str, Any]:

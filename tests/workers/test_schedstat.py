@@ -23,8 +23,8 @@ def test_thread_wait_is_cumulative_milliseconds():
 
 
 def test_oversubscribed_processes_wait_for_a_cpu():
-    spinners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
-                for _ in range(2 * (os.cpu_count() or 2) + 1)]
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2 * (os.cpu_count() or 2) + 1)]
     try:
         time.sleep(1.5)
         waits = [process_wait_ms(p.pid) for p in spinners]
