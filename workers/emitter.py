@@ -96,7 +96,8 @@ class StreamEmitter:
             self._close(END_LINGER_MS if not self.live and reason == "eof" else DEFAULT_LINGER_MS)
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
-        log.info("stream %s: %d frames sent, %d dropped (%s)", self.stream, self.sent, self.sender.dropped, reason)
+        log.info("stream %s: %d frames sent, %d dropped, %d waited for the socket (%s)", self.stream, self.sent,
+                 self.sender.dropped, self.sender.deferred, reason)
 
     def _close(self, linger_ms: int) -> None:
         """Hand queued frames to the socket, then close it and wait up to ``linger_ms`` for delivery."""

@@ -186,6 +186,7 @@ def test_live_sender_stays_bounded_drops_the_oldest_and_delivers_the_newest(rece
         tx.send(frame_bytes(i))  # the consumer reads nothing meanwhile; send never blocks
         assert tx.pending <= queue
     assert tx.dropped > n // 2
+    assert n - tx.sent < tx.deferred <= n  # every frame the full socket refused is counted once per send
     in_flight = tx.sent - 1
     assert tx.dropped + in_flight + tx.pending == n
 
@@ -211,7 +212,7 @@ def test_live_sender_without_a_connected_consumer_keeps_only_the_newest_frames(t
     tx = FrameSender(endpoint, live=True, queue_size=5, linger_ms=0)  # nothing is bound there yet
     for i in range(50):
         tx.send(frame_bytes(i))
-    assert tx.sent == 0 and tx.pending == 5 and tx.dropped == 45
+    assert tx.sent == 0 and tx.pending == 5 and tx.dropped == 45 and tx.deferred == 50
     with FrameReceiver(endpoint) as rx:
         assert tx.flush(timeout_ms=5000)
         assert [seq_of(rx.recv(5000)) for _ in range(5)] == [45, 46, 47, 48, 49]
