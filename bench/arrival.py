@@ -9,7 +9,9 @@ every frame, receipt time minus send time, and how many reads brought more than 
 ``plain`` blocks up to 5 ms per read; ``worker-like`` does what the inference worker's loop does
 around a frame (zero-timeout reads while a job is pending, then a result on a PUB socket);
 ``torch`` adds the engine's kind of work per job (a pinned host copy, a host-to-device copy, a
-small CUDA product, an event synchronisation; on the CPU without CUDA), warmed up first.
+small CUDA product, an event synchronisation; on the CPU without CUDA), warmed up first;
+``engine`` runs the inference worker's own engine (shipped model, CUDA graphs) on one window
+(on a CPU its window takes longer than a frame period, so frames queue behind it).
 ``--spinners N`` runs N niced busy processes beside it, so that no CPU sits idle. bench/e2e.py
 reports the same delay for the real worker (``worker_arrival_ms``): comparing the two tells
 whether frames wait in the transport or in the worker process.
@@ -84,11 +86,30 @@ def engine_like_job() -> tuple[Callable[[], None], str]:
     return job, device
 
 
+def engine_job() -> tuple[Callable[[], None], str]:
+    """The inference worker's own engine (shipped model, CUDA graphs on CUDA) on one real-shaped window."""
+    from stgcn import DEFAULT_WEIGHTS
+    from stgcn.engine import Engine
+
+    engine = Engine(DEFAULT_WEIGHTS, "auto")
+    window = np.random.default_rng(0).uniform(0.2, 0.8, engine.sample_shape).astype(np.float32)
+
+    def job() -> None:
+        batch = engine.input_buffer(1)
+        batch[0] = window
+        engine.submit(batch)()
+
+    for _ in range(5):
+        job()
+    return job, str(engine.device)
+
+
 def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]:
     import zmq
 
     ctx = mp.get_context("spawn")
-    job, device = engine_like_job() if loop == "torch" else ((lambda: None), "none")
+    jobs = {"torch": engine_like_job, "engine": engine_job}
+    job, device = jobs[loop]() if loop in jobs else ((lambda: None), "none")
     busy = [ctx.Process(target=spin, daemon=True) for _ in range(spinners)]
     for p in busy:
         p.start()
@@ -130,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300, help="frames per measurement")
     p.add_argument("--fps", type=float, default=30.0)
-    loops = ("plain", "worker-like", "torch")
-    p.add_argument("--loops", nargs="+", choices=loops, default=list(loops))
+    loops = ("plain", "worker-like", "torch", "engine")
+    p.add_argument("--loops", nargs="+", choices=loops, default=list(loops[:3]))
     p.add_argument("--spinners", type=int, nargs="+", default=[0], help="niced busy processes beside it")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/arrival_<device>.json)")
     args = p.parse_args(argv)
@@ -140,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['loop']:<12} {r['spinners']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} "
               f"{r['over_20ms']:>7} {r['bunched_reads']:>8}")
-    gpu = any(r["job_device"] == "cuda" for r in rows)
+    gpu = any(r["job_device"].startswith("cuda") for r in rows)
     machine = f"{platform.machine()}, {os.cpu_count()} cores" + (" (GPU machine)" if gpu else "")
     out = {"machine": machine, "date": date.today().isoformat(),
            "config": {"frames": args.frames, "fps": args.fps},
