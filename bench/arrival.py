@@ -123,13 +123,13 @@ def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]
     end = time.time() + frames / fps + 10
     try:
         while len(delays) < frames and time.time() < end:
-            wait = 0 if pending is not None and loop != "plain" else 5
+            wait = 0 if pending is not None else 5
             msgs = receiver.recv_many(64, timeout_ms=wait)
             now = time.time()
             bunched += len(msgs) > 1
             for m in msgs:
                 delays.append((now - msgpack.unpackb(m)["t"]) * 1000)
-                pending = now
+                pending = None if loop == "plain" else now
             if pending is not None and now - pending > 0.005:  # the worker's max wait, then the batch
                 job()
                 pub.send_multipart([b"s", msgpack.packb({"seq": len(delays)})])

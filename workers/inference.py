@@ -68,7 +68,6 @@ class Counters:
     latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
     loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
     longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
-    cpu_wait_ms: float = 0.0  # the loop thread runnable but not running (schedstat), over all iterations
     arrival: deque = field(default_factory=lambda: deque(maxlen=2000))  # every frame's capture -> receipt, ms
     bunched: int = 0  # frames read together with their stream's previous frame (a live window is superseded)
 
@@ -77,7 +76,6 @@ class Counters:
         """One loop iteration from its phase boundaries (perf_counter seconds) and its wait for a CPU."""
         ms = (end - read) * 1000
         self.loop.append(ms)
-        self.cpu_wait_ms += cpu_wait_ms or 0.0
         if ms > self.longest["ms"]:
             self.longest = {"ms": round(ms, 2), "read_ms": round((finish - read) * 1000, 2), "messages": messages,
                             "finish_ms": round((start - finish) * 1000, 2),
@@ -85,10 +83,11 @@ class Counters:
                             "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 2),
                             "at": round(time.time(), 3)}
 
-    def summary(self, decoder: Decoder, skipped: int) -> dict[str, Any]:
+    def summary(self, decoder: Decoder, skipped: int, cpu_wait_ms: float | None = None) -> dict[str, Any]:
+        """``cpu_wait_ms``: the polling thread's wait for a CPU over the run (schedstat), when known."""
         lat = {s: _p50_p99(v) for s, v in self.latency.items() if v}
-        loop = {**_p50_p99(self.loop), "longest": self.longest, "cpu_wait_ms": round(self.cpu_wait_ms, 1)} \
-            if self.loop else {}
+        loop = {**_p50_p99(self.loop), "longest": self.longest,
+                "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 1)} if self.loop else {}
         arrival = {**_p50_p99(self.arrival), "max": round(max(self.arrival), 2), "bunched": self.bunched} \
             if self.arrival else {}
         return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
@@ -398,7 +397,8 @@ class InferenceWorker:
         self.counters.add_loop(t_read, t_finish, t_start, t_stats, time.perf_counter(), n, waited)
 
     def stats(self) -> dict[str, Any]:
-        out = {"streams": len(self.streams), **self.counters.summary(self.decoder, self.scheduler.skipped)}
+        out = {"streams": len(self.streams),
+               **self.counters.summary(self.decoder, self.scheduler.skipped, self.cpu_wait.ms())}
         if self.gc is not None:
             out["gc"] = self.gc.summary()
         return out

@@ -13,22 +13,28 @@ from pathlib import Path
 
 
 class ThreadWait:
-    """The calling thread's run-queue wait, read cheaply (one ``pread``) as often as once per loop."""
+    """The calling thread's run-queue wait since this reader was made, read cheaply (one ``pread``)
+    as often as once per loop."""
 
     def __init__(self) -> None:
         try:
             self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         except OSError:
             self._fd = None
+        self._start = self._read() or 0.0
 
-    def ms(self) -> float | None:
-        """Milliseconds this thread has waited for a CPU so far; None where not available."""
+    def _read(self) -> float | None:
         if self._fd is None:
             return None
         try:
             return int(os.pread(self._fd, 128, 0).split()[1]) / 1e6
         except (OSError, IndexError, ValueError):
             return None
+
+    def ms(self) -> float | None:
+        """Milliseconds this thread has waited for a CPU since the reader was made; None where not available."""
+        now = self._read()
+        return None if now is None else now - self._start
 
     def close(self) -> None:
         if self._fd is not None:
