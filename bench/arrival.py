@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
@@ -146,6 +147,13 @@ def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]
             "max_ms": float(a.max()), "over_20ms": int((a > 20).sum())}
 
 
+def fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a new process: each receiver starts its sockets after its own imports and
+    CUDA set-up, as the worker does, not in a process an earlier loop has warmed."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[2:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spinners", type=int, nargs="+", default=[0], help="niced busy processes beside it")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/arrival_<device>.json)")
     args = p.parse_args(argv)
-    rows = [measure(loop, args.frames, args.fps, n) for n in args.spinners for loop in args.loops]
+    rows = [fresh(measure, loop, args.frames, args.fps, n) for n in args.spinners for loop in args.loops]
     print(f"{'loop':<12} {'spinners':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'>20 ms':>7} {'bunched':>8}")
     for r in rows:
         print(f"{r['loop']:<12} {r['spinners']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} "

@@ -413,8 +413,8 @@ class InferenceWorker:
         grace = self._bound_at + self.subscriber_grace_s - time.monotonic()
         if grace > 0:
             self.stop.wait(grace)
-        log.info("%d start-up objects frozen out of the garbage collector", freeze())
-        self.gc = GcPauses()
+        self.gc = GcPauses(freeze())
+        log.info("%d start-up objects frozen out of the garbage collector", self.gc.frozen)
         self.cpu_wait.close()
         self.cpu_wait = ThreadWait()
         while not self.stop.is_set():
