@@ -173,6 +173,12 @@ class WorkerProc:
             elif "workers.inference: stats {" in line:
                 self.stats.append((time.time(), json.loads(line.split(" stats ", 1)[1])))
 
+    def longest_between(self, t0: float, t1: float) -> dict[str, Any] | None:
+        """The worker's longest loop iteration (by phase) in the stats lines that cover ``[t0, t1]``."""
+        lines = [s.get("loop_ms", {}).get("longest") for when, s in self.stats if t0 < when]
+        lines = [x for x in lines[:1 + sum(1 for when, _ in self.stats if t0 < when <= t1)] if x]
+        return max(lines, key=lambda x: x["ms"]) if lines else None
+
     def stats_before(self, t: float) -> tuple[float, dict[str, Any]]:
         """The last periodic stats logged by time ``t`` and when they were read."""
         earlier = [(when, s) for when, s in self.stats if when <= t]
@@ -242,6 +248,61 @@ def cpu_lost(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class CpuSampler(threading.Thread):
+    """Every ``period`` seconds: each CPU's steal so far (ms, from /proc/stat) and the CPU each
+    worker's main thread is on, to tell whether a latency spike was the hypervisor taking a
+    worker's CPU away."""
+
+    def __init__(self, pids: list[int], period: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.period = pids, period
+        self.rows: list[tuple[float, list[float], list[int | None]]] = []
+        self.halt = threading.Event()
+        self._tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        while not self.halt.wait(self.period):
+            try:
+                lines = Path("/proc/stat").read_text().splitlines()
+            except OSError:
+                return
+            steal = [int(line.split()[8]) * self._tick_ms for line in lines if line[:3] == "cpu" and line[3] != " "]
+            self.rows.append((time.time(), steal, [self._cpu_of(pid) for pid in self.pids]))
+
+    @staticmethod
+    def _cpu_of(pid: int) -> int | None:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[36])
+        except (OSError, IndexError, ValueError):
+            return None
+
+
+def tail_episodes(tail: list[tuple[float, float, str]], samples: list[tuple[float, list[float], list[int | None]]],
+                  t0: float, gap: float = 0.1, top: int = 5) -> list[dict[str, Any]]:
+    """Results over the tail threshold ``(t_capture, ms, worker)``, grouped into episodes (captures
+    under ``gap`` s apart), the most results first: when (s into the window), how long, which
+    workers, and the steal meanwhile on the most-stolen CPU and on the CPUs the workers ran on."""
+    groups: list[list[tuple[float, float, str]]] = []
+    for r in sorted(tail):
+        if groups and r[0] - groups[-1][-1][0] < gap:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    out = []
+    for g in sorted(groups, key=len, reverse=True)[:top]:
+        start, end = g[0][0], max(t + ms / 1000 for t, ms, _ in g)
+        inside = [s for s in samples if start - gap <= s[0] <= end]
+        ep: dict[str, Any] = {"at_s": round(start - t0, 3), "span_ms": round((end - start) * 1000, 1), "results": len(g),
+                              "max_ms": round(max(ms for _, ms, _ in g), 1), "workers": sorted({w for _, _, w in g})}
+        if len(inside) > 1:
+            stolen = [b - a for a, b in zip(inside[0][1], inside[-1][1])]
+            cpus = sorted({c for s in inside for c in s[2] if c is not None})
+            ep["steal_ms_max_cpu"] = round(max(stolen), 1)
+            ep["steal_ms_worker_cpus"] = {c: round(stolen[c], 1) for c in cpus if c < len(stolen)}
+        out.append(ep)
+    return out
+
+
 # ---- one point of the sweep ----------------------------------------------------------------
 
 def percentile(values: np.ndarray, q: float) -> float | None:
@@ -286,6 +347,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         for p in procs:
             p.start()
         pids = {"workers": [w.proc.pid for w in workers], "senders": [ready.get(timeout=60) for _ in procs]}
+        sampler = CpuSampler(pids["workers"])
+        sampler.start()
         t_start.value = time.time() + 0.2
         go.set()
         t_meas0 = t_start.value + i0 / fps
@@ -293,6 +356,7 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
 
         latency: list[float] = []
         delivered: list[float] = []
+        tail: list[tuple[float, float, str]] = []  # results over --tail-ms: (t_capture, ms, worker)
         seen = 0
         reports: list[dict[str, Any]] = []
         last_result = time.time()
@@ -309,6 +373,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
                     seen += 1
                     latency.append(r["t_result"] - r["t_capture"])
                     delivered.append(now - r["t_capture"])
+                    if latency[-1] * 1000 > args.tail_ms:
+                        tail.append((r["t_capture"], latency[-1] * 1000, r.get("worker", "")))
                 continue
             while len(reports) < len(procs) and not out.empty():
                 reports.append(out.get())
@@ -318,6 +384,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
                 raise RuntimeError("the sender processes did not finish")
     finally:
         sub.close()
+        if "sampler" in locals():
+            sampler.halt.set()
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
@@ -356,10 +424,13 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         "senders": len(procs),
         "worker_latency_ms": [(w.final or {}).get("latency_ms") for w in workers],
         "worker_arrival_ms": [(w.final or {}).get("arrival_ms") for w in workers],  # all frames, bunched ones
-        "worker_loop_ms": [(w.final or {}).get("loop_ms") for w in workers],  # iterations, the longest by phase
+        "worker_loop_ms": [(w.final or {}).get("loop_ms") for w in workers],  # iterations; the last interval's longest
+        "worker_longest_in_window": [w.longest_between(t_meas0, t_meas1) for w in workers],  # by phase
         "worker_gc": [(w.final or {}).get("gc") for w in workers],
         "measured_from_to": [round(t_meas0, 3), round(t_meas1, 3)],  # wall clock, to place the longest iteration
         "cpu_lost": cpu_lost(*snaps) if len(snaps) == 2 else {},  # over the measured window
+        f"over_{args.tail_ms:g}ms": len(tail),
+        "tail_episodes": tail_episodes(tail, sampler.rows, t_meas0),
     }
     row["driver_ok"] = row["send_fps"] >= 0.99 * row["target_fps"] and row["send_late_p99_ms"] < 5.0
     return row
@@ -404,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="loopback TCP (as run_pipeline.py) or Unix-domain ipc:// endpoints")
     p.add_argument("--clip", type=Path, default=KINETICS_CLIP, help="Kinetics JSON clip, .skel or npy to loop")
     p.add_argument("--budget-ms", type=float, default=100.0, help="p99 budget")
+    p.add_argument("--tail-ms", type=float, default=50.0,
+                   help="results slower than this are counted and grouped into episodes (tail_episodes)")
     p.add_argument("--all", action="store_true", help="run every stream count, do not stop at the first failure")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/e2e_<device>.json)")
     args = p.parse_args(argv)

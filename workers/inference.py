@@ -67,7 +67,7 @@ class Counters:
     batches: int = 0
     latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
     loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
-    longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # a stall every stream waits for
+    longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # since the last stats line: a stall
     arrival: deque = field(default_factory=lambda: deque(maxlen=2000))  # every frame's capture -> receipt, ms
     bunched: int = 0  # frames read together with their stream's previous frame (a live window is superseded)
 
@@ -368,11 +368,15 @@ class InferenceWorker:
     # ---- loop --------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 5) -> None:
         """One iteration: read what is waiting (unless backpressure is on), while the batch in
-        flight runs; publish its results; start the next batch when one is due.
+        flight runs; publish its results once the GPU is done; then start the next batch when
+        one is due.
 
-        At most ``max(max_batch, 64)`` messages are read per iteration, about what one batch
-        classifies: reading more before a batch runs would let a live stream's next frame
-        supersede its pending window (a skip) although the GPU has time for both.
+        The loop never waits for the GPU while frames may be waiting: a batch slowed down (by
+        another process's work on the GPU, say) would hold every stream's frames in the socket,
+        and then the backlog would drain one batch per iteration. At most ``max(max_batch, 64)``
+        messages are read per iteration, about what one batch classifies: reading more before
+        a batch starts would let a live stream's next frame supersede its pending window (a
+        skip) although the GPU has time for both.
         """
         t_read, n, waited = time.perf_counter(), 0, self.cpu_wait.ms()
         if not self.scheduler.full:
@@ -384,14 +388,16 @@ class InferenceWorker:
                 if self.scheduler.full:
                     break
         t_finish = time.perf_counter()
-        self._finish_batch()
+        if self._inflight is not None and self._inflight[2].ready():
+            self._finish_batch()
         t_start = time.perf_counter()
-        if self.scheduler.ready() or self.scheduler.full:
+        if self._inflight is None and (self.scheduler.ready() or self.scheduler.full):
             self._start_batch()
         t_stats = time.perf_counter()
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
             log.info("stats %s", json.dumps(self.stats()))
+            self.counters.longest = {"ms": 0.0}  # each line: its interval's worst iteration, not start-up's
         after = self.cpu_wait.ms()
         waited = None if waited is None or after is None else after - waited
         self.counters.add_loop(t_read, t_finish, t_start, t_stats, time.perf_counter(), n, waited)
