@@ -35,6 +35,7 @@ import logging
 import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import subprocess
 import sys
@@ -277,11 +278,29 @@ class CpuSampler(threading.Thread):
             return None
 
 
+def canary_main(halt: Any, out: Any) -> None:
+    """Times the same small piece of work (a Python loop and a 4 MiB copy) every 2 ms, in a
+    process of its own: if it slows down when the workers do, the whole machine was slow
+    (shared memory bandwidth, the hypervisor), not the pipeline."""
+    buf = np.ones(1 << 19)
+    rows = []
+    while not halt.is_set():
+        t = time.perf_counter()
+        sum(range(2000))
+        buf.copy()
+        rows.append((time.time(), (time.perf_counter() - t) * 1000))
+        time.sleep(0.002)
+    out.put(rows)
+
+
 def tail_episodes(tail: list[tuple[float, float, str]], samples: list[tuple[float, list[float], list[int | None]]],
-                  t0: float, gap: float = 0.1, top: int = 5) -> list[dict[str, Any]]:
+                  canary: list[tuple[float, float]], t0: float, gap: float = 0.1,
+                  top: int = 5) -> list[dict[str, Any]]:
     """Results over the tail threshold ``(t_capture, ms, worker)``, grouped into episodes (captures
     under ``gap`` s apart), the most results first: when (s into the window), how long, which
-    workers, and the steal meanwhile on the most-stolen CPU and on the CPUs the workers ran on."""
+    workers, the steal meanwhile on the most-stolen CPU and on the CPUs the workers ran on, and
+    how much slower than its median the canary's work ran (``canary_x``)."""
+    typical = float(np.median([ms for _, ms in canary])) if canary else None
     groups: list[list[tuple[float, float, str]]] = []
     for r in sorted(tail):
         if groups and r[0] - groups[-1][-1][0] < gap:
@@ -299,6 +318,9 @@ def tail_episodes(tail: list[tuple[float, float, str]], samples: list[tuple[floa
             cpus = sorted({c for s in inside for c in s[2] if c is not None})
             ep["steal_ms_max_cpu"] = round(max(stolen), 1)
             ep["steal_ms_worker_cpus"] = {c: round(stolen[c], 1) for c in cpus if c < len(stolen)}
+        during = [ms for t, ms in canary if start - gap <= t <= end]
+        if during and typical:
+            ep["canary_x"] = round(max(during) / typical, 1)
         out.append(ep)
     return out
 
@@ -344,7 +366,9 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
             plan = SenderPlan([streams[g] for g in group], [frames_eps[g % n_workers] for g in group],
                               [g / (n * fps) for g in group], fps, i1, (i0, i1))
             procs.append(ctx.Process(target=sender_main, args=(plan, templates, ready, go, t_start, out), daemon=True))
-        for p in procs:
+        canary_halt, canary_out = ctx.Event(), ctx.Queue()
+        canary = ctx.Process(target=canary_main, args=(canary_halt, canary_out), daemon=True)
+        for p in procs + [canary]:
             p.start()
         pids = {"workers": [w.proc.pid for w in workers], "senders": [ready.get(timeout=60) for _ in procs]}
         sampler = CpuSampler(pids["workers"])
@@ -386,6 +410,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         sub.close()
         if "sampler" in locals():
             sampler.halt.set()
+        if "canary_halt" in locals():
+            canary_halt.set()
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
@@ -401,6 +427,11 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
                 p.kill()
     time.sleep(0.2)  # the log readers take the final stats line
 
+    try:
+        canary_rows = [r for r in canary_out.get(timeout=10) if t_meas0 <= r[0] <= t_meas1]
+    except queue.Empty:  # the canary did not report: the episodes go without it
+        canary_rows = []
+    canary_ms = np.asarray([ms for _, ms in canary_rows])
     expected = n * (i1 - i0)
     attempted = sum(r["attempted"] for r in reports)
     sender_drops = sum(r["dropped"] for r in reports)
@@ -430,7 +461,9 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         "measured_from_to": [round(t_meas0, 3), round(t_meas1, 3)],  # wall clock, to place the longest iteration
         "cpu_lost": cpu_lost(*snaps) if len(snaps) == 2 else {},  # over the measured window
         f"over_{args.tail_ms:g}ms": len(tail),
-        "tail_episodes": tail_episodes(tail, sampler.rows, t_meas0),
+        "tail_episodes": tail_episodes(tail, sampler.rows, canary_rows, t_meas0),
+        "canary_ms": {"p50": percentile(canary_ms, 50), "p99": percentile(canary_ms, 99),
+                      "max": percentile(canary_ms, 100)},
     }
     row["driver_ok"] = row["send_fps"] >= 0.99 * row["target_fps"] and row["send_late_p99_ms"] < 5.0
     return row

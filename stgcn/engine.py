@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .fast import FastSTGCN, GraphedEngine, Submitted
 from .transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,8 @@ class Engine:
         self.fast = cuda if fast is None else fast
         self.net = self.model
         if self.fast:
+            from .fast import FastSTGCN
+
             self.net = FastSTGCN(self.model, DTYPES[dtype] if cuda else torch.float32)
         # The normalisation and its inverse are many small kernels: on CUDA they are compiled
         # into a few, which is most of what a batch of one costs besides the network.
@@ -96,6 +97,8 @@ class Engine:
             self.prepare, self.finish = _Compiled(self._prepare), _Compiled(self._finish)
         self.runner = None
         if cuda and (self.fast if graphs is None else graphs):
+            from .fast import GraphedEngine
+
             try:
                 self.runner = GraphedEngine(self.step, self.sample_shape, self.device)
                 log.info("CUDA graphs captured for batch sizes %s", list(self.runner.batches))
@@ -132,17 +135,21 @@ class Engine:
             out = self.net(x, recent) if self.predicts else (self.net(x), None)
         return self.finish(out[0], out[1], center, scale)
 
-    def submit(self, windows: np.ndarray) -> Submitted:
+    def submit(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
         """Starts a batch; calling the result gives what :meth:`__call__` gives. On CUDA graphs it
-        returns before the GPU is done (``ready()`` says when; collect before building the next
-        batch in :meth:`input_buffer`); elsewhere the work is done here."""
+        returns before the GPU is done (collect before building the next batch in :meth:`input_buffer`);
+        elsewhere the work is done here."""
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         if self.runner is not None and tuple(raw.shape[1:]) == self.sample_shape:
             pending = self.runner.submit(raw)
         else:
             out = tuple(o.cpu() for o in self.step(raw.to(self.device, non_blocking=True)))
-            pending = Submitted(lambda: out)
-        return pending.then(lambda out: (out[0].numpy(), out[1].numpy() if self.predicts else None))
+            pending = lambda: out  # noqa: E731
+
+        def collect() -> tuple[np.ndarray, np.ndarray | None]:
+            out = pending()
+            return out[0].numpy(), (out[1].numpy() if self.predicts else None)
+        return collect
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units."""

@@ -34,25 +34,6 @@ from .model import STGCN, STGCNBlock
 GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-class Submitted:
-    """A batch started on the GPU: :meth:`ready` asks without waiting (a serving loop keeps
-    reading its input meanwhile); calling it waits and gives the outputs."""
-
-    def __init__(self, collect: Callable[[], tuple], event: torch.cuda.Event | None = None) -> None:
-        self._collect = collect
-        self._event = event
-
-    def ready(self) -> bool:
-        return self._event is None or self._event.query()
-
-    def __call__(self) -> tuple:
-        return self._collect()
-
-    def then(self, fn: Callable[[tuple], tuple]) -> Submitted:
-        """The same batch, its outputs passed through ``fn`` when collected."""
-        return Submitted(lambda: fn(self()), self._event)
-
-
 def _bn_affine(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as ``x * scale + shift``."""
     scale = torch.rsqrt(bn.running_var.double() + bn.eps)
@@ -203,7 +184,7 @@ class GraphedEngine:
         """The pinned host tensor that a batch of ``n`` (at most the largest size) is read from."""
         return self.graphs[self.size_for(n)][3][:n]
 
-    def submit(self, windows: torch.Tensor) -> Submitted:
+    def submit(self, windows: torch.Tensor) -> Callable[[], tuple[torch.Tensor, ...]]:
         """Starts a batch and returns at once; calling the result waits for its host outputs.
 
         The caller overlaps its own work with the GPU's. A batch's pinned buffers are reused by
@@ -213,7 +194,7 @@ class GraphedEngine:
         if n > self.batches[-1]:
             parts = [self(windows[i:i + self.batches[-1]]) for i in range(0, n, self.batches[-1])]
             out = tuple(torch.cat(p) for p in zip(*parts))
-            return Submitted(lambda: out)
+            return lambda: out
         graph, dev_in, dev_out, host_in, host_out = self.graphs[self.size_for(n)]
         if windows.data_ptr() != host_in.data_ptr():
             host_in[:n].copy_(windows)
@@ -227,7 +208,7 @@ class GraphedEngine:
         def collect() -> tuple[torch.Tensor, ...]:
             done.synchronize()
             return tuple(host[:n].clone() for host in host_out)
-        return Submitted(collect, done)
+        return collect
 
     def __call__(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Host float32 windows ``(n, *sample_shape)`` -> host outputs (each ``(n, ...)``)."""

@@ -22,4 +22,9 @@ def test_e2e_bench_smoke(tmp_path, tiny_weights):
     assert row["streams"] == 2 and row["target_fps"] == 60
     assert row["results_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
     assert row["lost_results"] <= 60 and len(row["worker_latency_ms"]) == 1
+    assert row["canary_ms"]["max"] >= row["canary_ms"]["p50"] > 0  # the machine's own pace, beside the pipeline
+    episodes = row["tail_episodes"]  # results over 50 ms, grouped by when they were captured
+    assert sum(e["results"] for e in episodes) <= row["over_50ms"]
+    assert all(e["max_ms"] > 50 and e["workers"] == ["inference-0"] for e in episodes)
+    assert all(w is None or w["ms"] >= w["read_ms"] for w in row["worker_longest_in_window"])
     assert "largest N with p99" in proc.stdout

@@ -57,9 +57,6 @@ def test_engine_fast_path_matches_the_original_module():
     assert np.abs(p1 - p2).max() < 1e-5
     assert np.abs(n1 - n2).max() < 1e-5
     assert (n1[:, 2] == windows[:, 2, -1]).all()  # confidences carried over, absent joints stay absent
-    pending = fast.submit(windows)
-    assert pending.ready()  # on the CPU the work is done in submit
-    assert np.array_equal(pending()[0], p1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -74,12 +71,6 @@ def test_cuda_graphs_replay_the_eager_step():
         # bf16 at another batch size (graphs run padded batches): rounding, not a different function
         assert np.abs(probs - ref[0].cpu().numpy()).max() < 5e-3
         assert np.abs(nxt - ref[1].cpu().numpy()).max() < 5e-3
-    batch = engine.input_buffer(len(windows))
-    batch[:] = windows
-    pending = engine.submit(batch)
-    torch.cuda.synchronize()
-    assert pending.ready()  # the batch's event is recorded after its outputs' copies
-    assert np.array_equal(pending()[0], engine(windows)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
