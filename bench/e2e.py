@@ -19,9 +19,13 @@ result: drops, skips or results dropped on the way), results/s, windows/s, and t
 achieved rate and lateness against their schedule (the driver must not be the bottleneck).
 To find where time goes, each row also has every frame's arrival delay at the worker
 (``worker_arrival_ms``, with ``bunched``: frames read together with their stream's previous
-one), the worker's loop phases and its wait for a CPU (``worker_loop_ms``), the senders' frames
-that their socket did not take at once (``sender_deferred``) and, over the measured window, the
-machine's steal, CPU-quota throttling and each process's run-queue wait (``cpu_lost``).
+one), the worker's loop phases and its wait for a CPU (``worker_loop_ms``; the window's longest
+iteration by phase in ``worker_longest_in_window``), the senders' frames that their socket did
+not take at once (``sender_deferred``) and, over the measured window, the machine's steal,
+CPU-quota throttling and each process's run-queue wait (``cpu_lost``). Results slower than
+``--tail-ms`` are grouped into episodes (``tail_episodes``) with the steal on the workers' CPUs
+meanwhile and how much slower a canary process, timing fixed work beside the pipeline, ran then
+(``canary_x``): a slow machine slows the canary too, a slow pipeline does not.
 ``--transport ipc`` uses Unix-domain sockets instead of loopback TCP.
 The sweep stops at the first N whose p99 exceeds ``--budget-ms`` or that drops anything
 (``--all``: run every N). Prints a table and writes bench/results/e2e_<device>.json.
@@ -175,10 +179,15 @@ class WorkerProc:
                 self.stats.append((time.time(), json.loads(line.split(" stats ", 1)[1])))
 
     def longest_between(self, t0: float, t1: float) -> dict[str, Any] | None:
-        """The worker's longest loop iteration (by phase) in the stats lines that cover ``[t0, t1]``."""
-        lines = [s.get("loop_ms", {}).get("longest") for when, s in self.stats if t0 < when]
-        lines = [x for x in lines[:1 + sum(1 for when, _ in self.stats if t0 < when <= t1)] if x]
-        return max(lines, key=lambda x: x["ms"]) if lines else None
+        """The worker's longest loop iteration (by phase) in the stats lines that cover ``[t0, t1]``
+        (each line reports the interval since the previous one)."""
+        covering = []
+        for when, s in self.stats:
+            if when > t0:
+                covering.append(s.get("loop_ms", {}).get("longest"))
+                if when > t1:
+                    break
+        return max(filter(None, covering), key=lambda x: x["ms"], default=None)
 
     def stats_before(self, t: float) -> tuple[float, dict[str, Any]]:
         """The last periodic stats logged by time ``t`` and when they were read."""
@@ -345,6 +354,8 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
     workers = [start_worker(frames_eps[w], results_eps[w], devices[w % len(devices)], f"inference-{w}", args, config)
                for w in range(n_workers)]
     procs: list[mp.Process] = []
+    sampler: CpuSampler | None = None
+    canary_halt = None
     try:
         deadline = time.time() + 180
         for w in workers:
@@ -408,9 +419,10 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
                 raise RuntimeError("the sender processes did not finish")
     finally:
         sub.close()
-        if "sampler" in locals():
+        if sampler is not None:
             sampler.halt.set()
-        if "canary_halt" in locals():
+            sampler.join(1)
+        if canary_halt is not None:
             canary_halt.set()
         for w in workers:
             if w.proc.poll() is None:
