@@ -24,7 +24,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,27 +31,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.cli import USER_ERROR
+from pipeline.endpoints import free_endpoints, split_list
+
 ROOT = Path(__file__).resolve().parent
 SAMPLE_VIDEO = ROOT / "assets" / "tai_chi.mp4"
-USER_ERROR = 2  # exit code of a worker that met bad input (no camera, unreadable file): not restarted
 log = logging.getLogger("run_pipeline")
-
-
-def free_endpoint() -> str:
-    """A loopback TCP endpoint on a port that is free now."""
-    return free_endpoints(1)[0]
-
-
-def free_endpoints(n: int) -> list[str]:
-    """``n`` distinct free loopback TCP endpoints (the ports are held until all are picked)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -74,11 +58,6 @@ class Worker:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep packages found there
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
         self.started_at = time.time()
-
-
-def split_list(value: str | None) -> list[str]:
-    """Items of a comma-separated option value (none when unset)."""
-    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -264,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.path.insert(0, str(ROOT))
     from workers.sinks import ResultSink
 
     for path in args.video + args.replay:

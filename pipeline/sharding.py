@@ -29,10 +29,3 @@ def pick_endpoint(stream: str, endpoints: str | Sequence[str]) -> str:
         raise ValueError("no endpoint given")
     return endpoints[pick_index(stream, len(endpoints))]
 
-
-def split_endpoints(values: str | Sequence[str] | None) -> list[str]:
-    """Endpoints from repeated and/or comma-separated command-line values."""
-    if values is None:
-        return []
-    items = [values] if isinstance(values, str) else list(values)
-    return [ep.strip() for item in items for ep in item.split(",") if ep.strip()]

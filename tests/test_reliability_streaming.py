@@ -33,7 +33,7 @@ from pipeline.messages import (
     encode,
 )
 from pipeline.transport import FrameSender, ResultSubscriber
-from run_pipeline import free_endpoint
+from pipeline.endpoints import free_endpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}

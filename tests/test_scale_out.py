@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from pipeline.messages import Frame, StreamEnd, decode
-from pipeline.sharding import pick_endpoint, pick_index, split_endpoints
+from pipeline.endpoints import split_list
+from pipeline.sharding import pick_endpoint, pick_index
 from pipeline.transport import FrameReceiver
 from tests.test_reliability_streaming import (
     ENV,
@@ -116,7 +117,7 @@ def test_stable_hash_pins_hand_started_senders():
     # fixed values: the rule must never change, senders on other machines rely on it
     assert [pick_index(s, 2) for s in ("a", "walk", "s0", "s1")] == [1, 0, 1, 0]
     assert [pick_index(s, 3) for s in ("a", "c", "s3")] == [2, 0, 0]
-    assert split_endpoints(["tcp://a:1,tcp://b:2", " tcp://c:3 "]) == ["tcp://a:1", "tcp://b:2", "tcp://c:3"]
+    assert split_list(["tcp://a:1,tcp://b:2", " tcp://c:3 "]) == ["tcp://a:1", "tcp://b:2", "tcp://c:3"]
     receivers = [FrameReceiver("tcp://127.0.0.1:*"), FrameReceiver("tcp://127.0.0.1:*")]
     eps = [r.endpoint for r in receivers]
     streams = {"s0": eps[1], "s1": eps[0]}

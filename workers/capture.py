@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from pipeline.messages import frame_from_arrays, sanitize_stream_id
-from pipeline.sharding import split_endpoints
+from pipeline.endpoints import split_list
 from workers.config import (add_common_args, add_curve_args, add_sender_args, client_curve, load_pipeline_config,
                             setup_logging, stop_on_signals)
 from workers.emitter import StreamEmitter, read_resume_seq
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_video or args.show:
         from workers.overlay import Overlay
 
-        overlay = Overlay(split_endpoints(args.results) or cfg["endpoints"]["results"], stream, source.width,
+        overlay = Overlay(split_list(args.results) or cfg["endpoints"]["results"], stream, source.width,
                           source.height, source.fps, args.save_video, args.show, **curve)
     tracker = PersonTracker()
     resume = read_resume_seq(args.state_file)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("stream %s: resuming after frame %d", stream, resume)
     meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
             "height": source.height, "joints": 18}
-    emitter = StreamEmitter(split_endpoints(args.connect) or cfg["endpoints"]["frames"], stream, meta,
+    emitter = StreamEmitter(split_list(args.connect) or cfg["endpoints"]["frames"], stream, meta,
                             live=source.live, stop=stop, state_file=args.state_file,
                             live_queue=ccfg.get("live_queue", 8), **curve)
     emitter.start()

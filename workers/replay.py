@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.messages import MAX_BATCH_FRAMES, Frame, Person, batch_frames, sanitize_stream_id
 from pipeline.recording import read_recording
-from pipeline.sharding import split_endpoints
+from pipeline.endpoints import split_list
 from stgcn.graph import LAYOUTS
 from workers.config import (add_common_args, add_curve_args, add_sender_args, client_curve, load_pipeline_config,
                             setup_logging, stop_on_signals)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 width=frames[0].width, height=frames[0].height)
     fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
     start_seq = read_resume_seq(args.state_file)
-    emitter = StreamEmitter(split_endpoints(args.connect) or cfg["endpoints"]["frames"], stream, meta, live=False,
+    emitter = StreamEmitter(split_list(args.connect) or cfg["endpoints"]["frames"], stream, meta, live=False,
                             stop=stop, state_file=args.state_file, **curve)
     log.info("replaying %s as stream %s to %s: %d frames at %s", args.path, stream, emitter.endpoint, len(frames),
              f"{fps:g} fps" if fps else "full speed")

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from pipeline.sharding import split_endpoints
+from pipeline.endpoints import split_list
 from pipeline.transport import CurveKeyPair, ResultSubscriber
 from workers.config import (add_common_args, add_curve_args, client_curve, load_pipeline_config, setup_logging,
                             stop_on_signals)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
     try:
         cfg = load_pipeline_config(args.config)
-        sink = ResultSink(split_endpoints(args.connect) or cfg["endpoints"]["results"], args.output, args.quiet,
+        sink = ResultSink(split_list(args.connect) or cfg["endpoints"]["results"], args.output, args.quiet,
                           args.expect, args.print_every, **client_curve(args, cfg))
     except (ValueError, OSError) as exc:
         print(f"sinks: error: {exc}", file=sys.stderr)

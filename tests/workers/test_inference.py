@@ -16,7 +16,7 @@ import pytest
 from pipeline.messages import Frame, FrameBatch, Person, StreamEnd, StreamStart, encode
 from pipeline.recording import read_recording
 from pipeline.transport import FrameSender, ResultSubscriber
-from run_pipeline import free_endpoint
+from pipeline.endpoints import free_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

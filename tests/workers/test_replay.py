@@ -14,7 +14,7 @@ import pytest
 from pipeline.messages import Frame, Person, StreamStart
 from pipeline.recording import RecordingWriter, read_recording
 from pipeline.transport import ResultSubscriber
-from run_pipeline import free_endpoint
+from pipeline.endpoints import free_endpoint
 from workers.replay import ReplayError, due_groups, load_frames
 
 ROOT = Path(__file__).resolve().parents[2]
