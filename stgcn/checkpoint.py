@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from .graph import LAYOUTS, get_layout
+from .graph import get_layout, layout_for_joints
 from .model import STGCN
 
 log = logging.getLogger(__name__)
 
 FORMAT = "stgcn-stream"
 FORMAT_VERSION = 1
-_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
+DEFAULT_WINDOW = 300  # frames a checkpoint without its own window is served on (the original ST-GCN clips)
 
 
 class CheckpointError(ValueError):
@@ -52,9 +52,10 @@ def _infer_original_config(path: Path, state: dict[str, torch.Tensor], layout: s
             raise CheckpointError(f"{path}: not an ST-GCN state dict (missing key {key!r})")
     k, v, _ = state["A"].shape
     if layout is None:
-        if v not in _LAYOUT_BY_JOINTS:
-            raise CheckpointError(f"{path}: {v} joints match no known layout; pass layout=")
-        layout = _LAYOUT_BY_JOINTS[v]
+        try:
+            layout = layout_for_joints(v)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}; pass layout=") from None
     lay = get_layout(layout)
     if lay.num_node != v:
         raise CheckpointError(f"{path}: checkpoint has {v} joints but layout {lay.name!r} has {lay.num_node}")
@@ -106,7 +107,8 @@ def load_model(path: str | os.PathLike, *, layout: str | dict | None = None, num
 
     Original checkpoints are plain state dicts (``module.`` prefix and float16 allowed); their
     layout and class count are inferred from the tensors unless given. The returned model has
-    a ``config`` dict attribute (layout, class_names, normalisation, window, ...).
+    a ``config`` dict attribute (model arguments with the layout, class_names, normalisation,
+    window, ...).
     """
     path = Path(path)
     obj = _read(path)
@@ -136,6 +138,8 @@ def load_model(path: str | os.PathLike, *, layout: str | dict | None = None, num
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: bad model config ({exc})") from None
     _load_state(path, model, state)
+    config.pop("layout", None)  # older checkpoints repeated model.graph_args.layout here
+    config["window"] = int(config.get("window") or DEFAULT_WINDOW)
     model.config = config
     return model.to(device).eval()
 

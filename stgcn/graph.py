@@ -71,28 +71,52 @@ LAYOUTS: dict[str, Layout] = {
     "kinect-v1": Layout("kinect-v1", KINECT_V1_JOINTS, KINECT_V1_EDGES, center=1, dims=3),
 }
 LAYOUT_ALIASES = {"ntu": "ntu-rgb+d", "utd-mhad": "kinect-v1", "kinetics": "openpose"}
+LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
+
+
+def canonical_layout(name: str) -> str:
+    """The canonical name of a layout named by its name or an alias; other names (custom
+    layouts) are their own canonical name. This is what frames carry and are compared by."""
+    return LAYOUT_ALIASES.get(name, name)
+
+
+def layout_for_joints(joints: int) -> str:
+    """The built-in layout with this many joints; ValueError if none has it."""
+    if joints not in LAYOUT_BY_JOINTS:
+        raise ValueError(f"{joints} joints match no known layout ({', '.join(LAYOUT_BY_JOINTS.values())})")
+    return LAYOUT_BY_JOINTS[joints]
 
 
 def get_layout(layout: str | dict | Layout) -> Layout:
-    """Resolve a layout name, alias, :class:`Layout` or custom dict (``num_node``, ``edges``, ``center``)."""
+    """Resolve a layout name, alias, :class:`Layout` or custom graph dict to a :class:`Layout`
+    whose ``name`` is canonical.
+
+    A custom dict gives ``num_node``, ``edges`` and ``center`` (optional ``joints``, ``dims``)
+    and names in ``name`` the joints it connects: a built-in layout or alias (its own edges
+    over that layout's joints, fed by that layout's frames) or a new name (frames must carry
+    that name). Without ``name`` it is ``custom``.
+    """
     if isinstance(layout, Layout):
         return layout
     if isinstance(layout, str):
-        key = LAYOUT_ALIASES.get(layout, layout)
+        key = canonical_layout(layout)
         if key not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; known: {sorted(LAYOUTS)} or a custom dict")
         return LAYOUTS[key]
     if isinstance(layout, dict):
+        name = canonical_layout(str(layout.get("name", "custom")))
+        base = LAYOUTS.get(name)
         num_node = int(layout["num_node"])
-        joints = tuple(layout.get("joints") or (f"j{i}" for i in range(num_node)))
+        if base is not None and base.num_node != num_node:
+            raise ValueError(f"custom graph over {name!r} joints has num_node={num_node}, not {base.num_node}")
+        joints = tuple(layout.get("joints") or (base.joints if base else (f"j{i}" for i in range(num_node))))
         edges = tuple((int(i), int(j)) for i, j in layout["edges"])
         for i, j in edges:
             if not (0 <= i < num_node and 0 <= j < num_node):
                 raise ValueError(f"custom layout edge ({i}, {j}) outside 0..{num_node - 1}")
         if len(joints) != num_node:
             raise ValueError(f"custom layout has {len(joints)} joint names for num_node={num_node}")
-        return Layout(str(layout.get("name", "custom")), joints, edges, int(layout["center"]),
-                      int(layout.get("dims", 2)))
+        return Layout(name, joints, edges, int(layout["center"]), int(layout.get("dims", base.dims if base else 2)))
     raise TypeError(f"layout must be a name, dict or Layout, not {type(layout).__name__}")
 
 
