@@ -26,6 +26,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from .messages import Message, encode, is_valid_stream_id
+from .results import STATS_TOPIC, Record, ResultDecodeError, decode_record, encode_record, record_topic
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +440,8 @@ def _to_builtin(obj: Any) -> Any:
 
 
 class ResultPublisher:
-    """PUB socket for results: multipart ``[topic, msgpack(payload)]``, topic = stream id.
+    """PUB socket for the records of :mod:`pipeline.results`: multipart ``[topic, msgpack(record)]``,
+    topic = stream id (statistics: ``STATS_TOPIC``).
 
     PUB never blocks: a subscriber that falls ``sndhwm`` messages behind loses messages.
     """
@@ -457,9 +459,13 @@ class ResultPublisher:
             self._sock.close(0)
             raise
 
+    def publish(self, record: Record) -> None:
+        """Publish one result, end or stats record under its topic."""
+        self.send(record_topic(record), encode_record(record))
+
     def send(self, topic: str, payload: dict[str, Any]) -> None:
         """Publish ``payload`` (numpy values become lists/scalars) under ``topic``."""
-        if not is_valid_stream_id(topic):
+        if not (is_valid_stream_id(topic) or topic == STATS_TOPIC):
             raise ValueError(f"topic {topic!r} is not a valid stream id")
         body = msgpack.packb(payload, use_bin_type=True, default=_to_builtin)
         if len(body) > self.max_msg_size:
@@ -482,13 +488,13 @@ class ResultPublisher:
 
 
 class ResultSubscriber:
-    """SUB socket receiving results of all streams or only of ``streams``.
+    """SUB socket receiving the records of all streams (and workers' statistics) or only of ``streams``.
 
     ``endpoint`` may be a list: one socket then connects to every inference worker's
     results endpoint (scale-out, each stream pinned to one of them) and merges them.
     ZeroMQ subscriptions match prefixes, so topics are also compared exactly here
-    (subscribing ``cam1`` does not deliver ``cam10``). Malformed messages are counted in
-    :attr:`bad` and skipped.
+    (subscribing ``cam1`` does not deliver ``cam10``). Malformed messages and invalid
+    records are counted in :attr:`bad` and skipped.
     """
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None, *, rcvhwm: int = 1000,
@@ -508,8 +514,8 @@ class ResultSubscriber:
             self._sock.close(0)
             raise
 
-    def recv(self, timeout_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
-        """Next ``(topic, payload)``, or None after ``timeout_ms`` (None: wait forever)."""
+    def recv(self, timeout_ms: int | None = None) -> Record | None:
+        """Next record, or None after ``timeout_ms`` (None: wait forever)."""
         deadline = _deadline(timeout_ms)
         while True:
             remaining = _remaining_ms(deadline)
@@ -520,14 +526,14 @@ class ResultSubscriber:
             if result is not None:
                 return result
 
-    def _parse(self, parts: list[bytes]) -> tuple[str, dict[str, Any]] | None:
+    def _parse(self, parts: list[bytes]) -> Record | None:
         try:
             if len(parts) != 2:
                 raise ValueError(f"{len(parts)} parts")
             topic = parts[0].decode()
-            payload = msgpack.unpackb(parts[1], raw=False)
-            if not isinstance(payload, dict):
-                raise ValueError("payload is not a map")
+            record = decode_record(msgpack.unpackb(parts[1], raw=False))
+            if topic != record_topic(record):
+                raise ResultDecodeError(f"topic {topic[:40]!r} does not match the record")
         except Exception as exc:  # anything malformed from the network is skipped
             self.bad += 1
             if self.bad == 1 or self.bad % 1000 == 0:
@@ -535,7 +541,7 @@ class ResultSubscriber:
             return None
         if self.streams is not None and topic not in self.streams:
             return None
-        return topic, payload
+        return record
 
     def close(self) -> None:
         """Close the socket."""

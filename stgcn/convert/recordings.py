@@ -3,8 +3,9 @@
 Each recording is read with ``pipeline.recording.read_recording`` and its persons are put
 in stable slots with ``pipeline.tracker.SlotAssigner`` exactly as the live pipeline does,
 so a model trained on the result sees what it sees in a stream. Frames are laid out by
-sequence number: duplicates and late frames are dropped, gaps of up to ``max_gap`` frames
-hold the previous frame (as the live ring buffer does) and longer gaps stay zero.
+``pipeline.windows.training_clip``, the live worker's own window rules: duplicates and late
+frames are dropped, gaps of up to ``max_gap`` frames hold the previous frame, and a longer gap
+starts a new segment (the sample is the longest one).
 The label CSV has columns ``file`` (path relative to SRC, or a bare file name) and ``label``
 (a class name); the class list is the sorted unique names or ``classes``. The split is a
 seeded, per-class (stratified) random ``val_fraction``.
@@ -30,15 +31,16 @@ def _pipeline():
     try:
         from pipeline.recording import read_recording
         from pipeline.tracker import SlotAssigner
+        from pipeline.windows import training_clip
     except ImportError as e:  # imported lazily: the converter's other parts do not need it
-        raise ConversionError(f"the recordings converter needs pipeline.recording and pipeline.tracker ({e})") from None
-    return read_recording, SlotAssigner
+        raise ConversionError(f"the recordings converter needs the pipeline package ({e})") from None
+    return read_recording, SlotAssigner, training_clip
 
 
 def read_recording_sample(path: str | os.PathLike, layout: str | None = "openpose", frames: int = 300,
                           persons: int = 2, max_gap: int = 10) -> np.ndarray:
     """One recording as a raw st-gcn sample ``(3, frames, V, persons)`` float32."""
-    read_recording, SlotAssigner = _pipeline()
+    read_recording, SlotAssigner, training_clip = _pipeline()
     try:
         _start, recs, _end = read_recording(path)
     except (OSError, ValueError, EOFError) as e:
@@ -55,29 +57,14 @@ def read_recording_sample(path: str | os.PathLike, layout: str | None = "openpos
     else:
         v = get_layout(next(iter(names))).num_node
     assigner = SlotAssigner(num_slots=persons)
-    out = np.zeros((3, frames, v, persons), np.float32)
-    t = -1
-    last_seq = None
+    frames_in, seqs = [], []
     for f in recs:
-        seq = getattr(f, "seq", None)
-        step = 1
-        if seq is not None and last_seq is not None:
-            if seq <= last_seq:
-                continue
-            step = seq - last_seq
         frame = assigner.assign(list(f.persons), joints=v)
         if not np.all(np.isfinite(frame)):
-            raise BadInputError(path, f"frame seq {seq}: NaN or inf")
-        if step > 1 and step - 1 <= max_gap and t >= 0:
-            hold = out[:, t].copy()
-            out[:, t + 1:min(t + step, frames)] = hold[:, None]
-        t += step
-        last_seq = seq if seq is not None else last_seq
-        if t >= frames:
-            log.debug("%s: longer than %d frames, cut", path, frames)
-            break
-        out[:, t] = frame
-    return out
+            raise BadInputError(path, f"frame seq {getattr(f, 'seq', None)}: NaN or inf")
+        frames_in.append(frame)
+        seqs.append(getattr(f, "seq", None))
+    return training_clip(frames_in, seqs, frames, max_gap)
 
 
 class _Reader:

@@ -11,6 +11,7 @@ import pytest
 
 recording = pytest.importorskip("pipeline.recording")
 from pipeline.messages import Person, StreamStart, encode, frame_from_arrays  # noqa: E402
+from pipeline.ring_buffer import RingBuffer  # noqa: E402
 from pipeline.tracker import SlotAssigner  # noqa: E402
 
 from stgcn.convert.__main__ import main  # noqa: E402
@@ -38,7 +39,7 @@ def write_rec(path: Path, seqs: list[int], people: list[list[tuple[int, np.ndarr
 
 def test_read_sample_matches_slot_assigner_and_holds_gaps(tmp_path):
     rng = np.random.default_rng(0)
-    seqs = [0, 1, 2, 5, 6, 6, 30]  # a gap of 2 (held), a duplicate (dropped), a gap of 23 (zeros)
+    seqs = [0, 1, 2, 5, 6, 6, 30]  # a gap of 2 (held), a duplicate (dropped), a gap of 23 (new segment)
     people = [[(1, person_kp(rng, 0.9)), (2, person_kp(rng, 0.5)), (3, person_kp(rng, 0.1))] for _ in seqs]
     path = tmp_path / "a.skel"
     write_rec(path, seqs, people)
@@ -52,10 +53,25 @@ def test_read_sample_matches_slot_assigner_and_holds_gaps(tmp_path):
     np.testing.assert_array_equal(x[:, 4], expect[2])
     np.testing.assert_array_equal(x[:, 5], expect[3])
     np.testing.assert_array_equal(x[:, 6], expect[4])  # the duplicate seq 6 is dropped
-    assert not x[:, 7:30].any()  # a long gap stays empty
-    np.testing.assert_array_equal(x[:, 30], expect[6])
-    assert not x[:, 31:].any()
+    assert not x[:, 7:].any()  # after the long gap a new, shorter segment: not spliced in
     assert np.all(x[2, :7].sum(axis=1)[:, 0] > 0)  # the most confident person is slotted
+
+
+def test_read_sample_keeps_the_longest_segment_as_the_live_worker_would(tmp_path):
+    """After a gap beyond max_gap the live ring buffer starts over; the sample is the longer part."""
+    rng = np.random.default_rng(2)
+    seqs = [0, 1, 40, 41, 42, 44]
+    people = [[(1, person_kp(rng, 0.9))] for _ in seqs]
+    path = tmp_path / "b.skel"
+    write_rec(path, seqs, people)
+    x = read_recording_sample(path, "openpose", frames=8, persons=1, max_gap=10)
+    live = RingBuffer(3, 8, 18, 1, max_gap=10)
+    sa = SlotAssigner(num_slots=1)
+    for seq, ps in zip(seqs, people):
+        live.append(sa.assign([Person(t, kp) for t, kp in ps], joints=18), seq)
+    assert live.valid == 5  # 40, 41, 42, 43 (held), 44
+    np.testing.assert_array_equal(x[:, :5], live.window(5))
+    assert not x[:, 5:].any()
 
 
 def test_stratified_split():
