@@ -1,4 +1,5 @@
-"""YAML configs for training and evaluation, with paths resolved against the config's folder."""
+"""YAML configs for training and evaluation, with paths resolved against the config's folder, and
+the part of a training config that a checkpoint carries for serving."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .graph import get_layout
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -50,3 +53,24 @@ def class_names(spec: Any, num_class: int) -> list[str]:
     if len(names) != num_class:
         raise ValueError(f"{spec}: {len(names)} class names for {num_class} classes")
     return names
+
+
+def serving_config(cfg: dict, num_class: int | None = None) -> dict[str, Any]:
+    """What a checkpoint must carry to be served: model args (the layout in ``graph_args``), classes,
+    normalisation, window and task."""
+    data = cfg.get("data", {})
+    model = dict(cfg["model"])
+    layout = model.setdefault("graph_args", {}).setdefault("layout", data.get("layout", "openpose"))
+    model.setdefault("coords", get_layout(layout).dims)
+    if num_class is not None:
+        model["num_class"] = num_class
+    task = cfg.get("train", {}).get("task", "classify")
+    if task in ("joint", "predict"):
+        model["predictor"] = True
+    return {
+        "model": model,
+        "class_names": class_names(cfg.get("class_names"), model["num_class"]),
+        "normalisation": data.get("normalisation", {"name": "none"}),
+        "window": data.get("window"),
+        "task": task,
+    }

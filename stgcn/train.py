@@ -24,69 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, build_model, save_checkpoint
-from .config import class_names, load_config
-from .eval import autocast, evaluate_classification, evaluate_prediction
-from .graph import get_layout
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+
+from .checkpoint import build_model, save_checkpoint
+from .config import load_config, serving_config
+from .data import build_datasets, make_loader, resolve_workers
+from .evaluation import autocast, evaluate_classification, evaluate_prediction
 from .predictor import present
 
 log = logging.getLogger("stgcn.train")
-
-
-def serving_config(cfg: dict, num_class: int | None = None) -> dict[str, Any]:
-    """What a checkpoint must carry to be served: model args, layout, classes, normalisation, window."""
-    data = cfg.get("data", {})
-    model = dict(cfg["model"])
-    layout = model.setdefault("graph_args", {}).setdefault("layout", data.get("layout", "openpose"))
-    model.setdefault("coords", get_layout(layout).dims)
-    if num_class is not None:
-        model["num_class"] = num_class
-    if cfg.get("train", {}).get("task", "classify") in ("joint", "predict"):
-        model["predictor"] = True
-    return {
-        "model": model,
-        "layout": layout,
-        "class_names": class_names(cfg.get("class_names"), model["num_class"]),
-        "normalisation": data.get("normalisation", {"name": "none"}),
-        "window": data.get("window"),
-        "task": cfg.get("train", {}).get("task", "classify"),
-    }
-
-
-def build_datasets(cfg: dict, splits: tuple[str, ...] = ("train", "val"), seed: int = 0) -> dict[str, Any]:
-    """Classification datasets per split, plus ``<split>_next`` next-frame datasets when predicting."""
-    from .data import SkeletonDataset
-
-    data = cfg["data"]
-    task = cfg.get("train", {}).get("task", "classify")
-    predictor = cfg["model"].get("predictor", False) or task in ("joint", "predict")
-    out = {}
-    for split in splits:
-        if split not in data:
-            continue
-        common = dict(window=data.get("window"), transform=data.get("normalisation"),
-                      layout=data.get("layout", cfg["model"].get("graph_args", {}).get("layout", "openpose")),
-                      seed=seed, class_names=cfg.get("class_names"), source_format=data.get("source_format", "raw"))
-        augment = data.get("augment") if split == "train" else None
-        if task != "predict":
-            out[split] = SkeletonDataset(data[split]["data"], data[split]["label"], augment=augment, **common)
-        if predictor:
-            aug_next = data.get("augment_next", augment) if split == "train" else None
-            out[f"{split}_next"] = SkeletonDataset(data[split]["data"], data[split]["label"], augment=aug_next,
-                                                   next_frame=True, **common)
-    return out
-
-
-def make_loader(ds, batch_size: int, shuffle: bool, workers: int, sampler=None, seed: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    if sampler is None and shuffle:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=drop_last,
-                      persistent_workers=False)
 
 
 def make_optimizer(model: torch.nn.Module, tcfg: dict) -> torch.optim.SGD:
@@ -259,7 +208,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     model = build_model(serve["model"]).to(device)
     epochs = int(tcfg.get("epochs", 80))
     batch = int(tcfg.get("batch_size", 64))
-    workers = int(cfg["data"].get("num_workers", 2))
+    workers = resolve_workers(cfg["data"].get("num_workers", "auto"))
     optimizer = make_optimizer(model, tcfg)
     steps = [int(s) for s in tcfg.get("steps", [])]
     gamma, warmup = float(tcfg.get("gamma", 0.1)), int(tcfg.get("warmup_epochs", 0))
@@ -366,10 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with {train,val}_data.npy and {train,val}_label.pkl")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--seed", type=int, help="override train.seed")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    setup_logging(args.debug)
+
+    def body() -> int:
         cfg = load_config(args.config)
         if args.data_dir:
             d = Path(args.data_dir)
@@ -382,14 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg.setdefault("train", {})["seed"] = args.seed
         work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
         metrics = train(cfg, work_dir, args.device, args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError, KeyError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if metrics:
-        print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return 0
+        if metrics:
+            print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return 0
+
+    return run_cli(parser.prog, body, debug=args.debug, errors=(ValueError, OSError, KeyError))
 
 
 if __name__ == "__main__":
