@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.cli import USER_ERROR
+from pipeline.cli import USER_ERROR, setup_logging
 from pipeline.endpoints import free_endpoints, split_list
 
 ROOT = Path(__file__).resolve().parent
@@ -76,8 +76,7 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
 
     py = [sys.executable, "-m"]
     common = ["--config", args.config] if args.config else []
-    if args.debug:
-        common.append("--debug")
+    common += [flag for flag, on in (("--debug", args.debug), ("--quiet", args.quiet)) if on]
     n = len(frames_eps)
     devices = split_list(args.devices) or [args.device]
     workers = []
@@ -185,9 +184,9 @@ class Supervisor:
             w.start()
         last_result = time.time()
         while not interrupted:
-            got = self.sink.sub.recv(timeout_ms=100)
-            if got is not None:
-                self.sink.handle(got[1])
+            record = self.sink.sub.recv(timeout_ms=100)
+            if record is not None:
+                self.sink.handle(record)
                 last_result = time.time()
                 continue
             self.check()
@@ -229,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-video", help="annotated video path (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="live window (needs a display)")
     p.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
-    p.add_argument("--quiet", action="store_true", help="no per-result console lines")
+    p.add_argument("--quiet", action="store_true", help="no per-result console lines; workers log warnings only")
     p.add_argument("--print-every", type=int, default=1, help="print one result line in N per stream")
     p.add_argument("--frames-endpoint",
                    help="fixed frames endpoint (default: a free loopback port); N workers: N comma-separated")
@@ -241,8 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.debug, args.quiet)
     from workers.sinks import ResultSink
 
     for path in args.video + args.replay:

@@ -1,30 +1,21 @@
-"""Shared command-line pieces of the workers: the pipeline config, common flags, logging."""
+"""Command-line pieces the workers share: the settings flags, sender endpoints, CURVE keys, signals."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pipeline.settings import DEFAULT_CONFIG, ROOT, Settings
 from pipeline.transport import CurveKeyPair, allowed_keys_from_dir, is_loopback_endpoint, load_keypair, load_public_key
-from stgcn.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "pipeline.yaml"
 
 
-def load_pipeline_config(path: str | Path | None = None) -> dict[str, Any]:
-    """The pipeline YAML (default ``configs/pipeline.yaml``)."""
-    return load_config(path or DEFAULT_CONFIG)
-
-
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help=f"pipeline YAML (default {DEFAULT_CONFIG.relative_to(ROOT)})")
-    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+def add_settings_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"pipeline YAML laid over {DEFAULT_CONFIG.relative_to(ROOT)} "
+                                         "(only the keys it changes)")
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
 
 
 def add_sender_args(parser: argparse.ArgumentParser) -> None:
@@ -60,24 +51,18 @@ class ServerCurve:
     allowed: list[bytes]
 
 
-def _curve_path(args: argparse.Namespace, flag: str, cfg: dict[str, Any], key: str) -> Path | None:
-    """A path from the command line (relative to the working directory) or from the config's
-    ``endpoints.curve`` section (relative to the config file)."""
+def _curve_path(args: argparse.Namespace, flag: str, settings: Settings) -> Path | None:
+    """A path from the command line (relative to the working directory) or the settings
+    (``endpoints.curve``, relative to the config file that set it)."""
     value = getattr(args, flag, None)
-    if value:
-        return Path(value)
-    value = ((cfg.get("endpoints") or {}).get("curve") or {}).get(key)
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else Path(getattr(args, "config", None) or DEFAULT_CONFIG).parent / path
+    return Path(value) if value else getattr(settings.endpoints.curve, flag)
 
 
-def server_curve(args: argparse.Namespace, cfg: dict[str, Any], endpoints: list[str]) -> ServerCurve | None:
+def server_curve(args: argparse.Namespace, settings: Settings, endpoints: list[str]) -> ServerCurve | None:
     """The inference worker's keys, or None on loopback without keys; ValueError with one
     clear line for a non-loopback bind without keys, half a configuration or a bad file."""
-    secret = _curve_path(args, "server_key", cfg, "server_key")
-    clients = _curve_path(args, "allowed_clients", cfg, "allowed_clients")
+    secret = _curve_path(args, "server_key", settings)
+    clients = _curve_path(args, "allowed_clients", settings)
     if secret is None and clients is None:
         remote = [ep for ep in endpoints if not is_loopback_endpoint(ep)]
         if remote:
@@ -92,22 +77,17 @@ def server_curve(args: argparse.Namespace, cfg: dict[str, Any], endpoints: list[
     return ServerCurve(load_keypair(secret), allowed)
 
 
-def client_curve(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+def client_curve(args: argparse.Namespace, settings: Settings) -> dict:
     """A capture/replay/sinks worker's keys as keyword arguments of its sockets
     (``server_public``, ``client_keys``; empty without CURVE); ValueError for half a
     configuration or a bad file."""
-    secret = _curve_path(args, "client_key", cfg, "client_key")
-    server = _curve_path(args, "server_public", cfg, "server_public")
+    secret = _curve_path(args, "client_key", settings)
+    server = _curve_path(args, "server_public", settings)
     if secret is None and server is None:
         return {}
     if secret is None or server is None:
         raise ValueError("CURVE needs both --client-key and --server-public")
     return {"server_public": load_public_key(server), "client_keys": load_keypair(secret)}
-
-
-def setup_logging(debug: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:

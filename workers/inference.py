@@ -1,115 +1,60 @@
-"""Inference worker: ring buffers per stream, batched ST-GCN classification and next-frame
+"""Inference worker: per-stream ring buffers, batched ST-GCN classification and next-frame
 prediction across streams, results on a PUB socket.
 
-    python -m workers.inference [--listen tcp://127.0.0.1:5555] [--publish tcp://127.0.0.1:5556]
-                                [--weights CKPT] [--device auto|cpu|cuda] [--stride N] [--record DIR]
+    python -m workers.inference [--listen EP] [--publish EP] [--weights CKPT] [--device auto|cpu|cuda]
+                                [--stride N] [--record DIR] [--name NAME]
+
+Frames come in on a PULL socket (``pipeline.messages``); each stream's frames go into its
+ring buffer through its person slots; windows are due by ``pipeline.windows``; due windows
+are batched across streams by ``pipeline.scheduler`` and run by ``stgcn.engine.Engine``;
+results, stream ends and this worker's statistics go out as ``pipeline.results`` records.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.messages import Decoder, Frame, FrameBatch, Heartbeat, StreamEnd, StreamStart, encode
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from pipeline.messages import Decoder, Frame, FrameBatch, StreamEnd, StreamStart, encode
 from pipeline.recording import RecordingWriter, recording_path
-from pipeline.ring_buffer import RingBuffer
+from pipeline.results import Label, Result, StreamEnded, WorkerStats
 from pipeline.scheduler import Job, Scheduler
-from pipeline.tracker import SlotAssigner
+from pipeline.streams import StreamState
+from pipeline.settings import InferenceSettings, load_settings
 from pipeline.transport import CurveKeyPair, FrameReceiver, ResultPublisher, start_authenticator
-from workers.config import (add_common_args, add_curve_args, load_pipeline_config, server_curve, setup_logging,
-                            stop_on_signals)
-from workers.heap import GcPauses, freeze
-from workers.schedstat import ThreadWait
+from pipeline.windows import WindowRules
+from stgcn.graph import canonical_layout
+from workers.config import add_curve_args, add_settings_args, server_curve, stop_on_signals
+from workers.heap import freeze
+from workers.instruments import Instruments
 
 log = logging.getLogger("workers.inference")
-
-STAGES = ("pose", "transport", "queue", "inference", "total")
-
-
-@dataclass
-class StreamState:
-    """Everything the worker keeps for one stream."""
-
-    buffer: RingBuffer
-    slots: SlotAssigner
-    live: bool
-    meta: dict[str, Any] = field(default_factory=dict)
-    since: int = 0
-    started: bool = False
-    recorder: RecordingWriter | None = None
-    last: Frame | None = None
-    t_recv: float = 0.0
-    read: int = -1  # the worker's socket read that brought the last frame
-
-
-def _p50_p99(values: deque) -> dict[str, float]:
-    p50, p99 = np.percentile(values, [50, 99])
-    return {"p50": round(float(p50), 2), "p99": round(float(p99), 2)}
-
-
-@dataclass
-class Counters:
-    frames_in: int = 0
-    bad_frames: int = 0
-    stale: int = 0
-    windows: int = 0
-    results: int = 0
-    batches: int = 0
-    latency: dict[str, deque] = field(default_factory=lambda: {s: deque(maxlen=2000) for s in STAGES})
-    loop: deque = field(default_factory=lambda: deque(maxlen=2000))  # recent loop iterations, ms
-    longest: dict[str, float] = field(default_factory=lambda: {"ms": 0.0})  # since the last stats line: a stall
-    arrival: deque = field(default_factory=lambda: deque(maxlen=2000))  # every frame's capture -> receipt, ms
-    bunched: int = 0  # frames read together with their stream's previous frame (a live window is superseded)
-
-    def add_loop(self, read: float, finish: float, start: float, stats: float, end: float, messages: int,
-                 cpu_wait_ms: float | None = None) -> None:
-        """One loop iteration from its phase boundaries (perf_counter seconds) and its wait for a CPU."""
-        ms = (end - read) * 1000
-        self.loop.append(ms)
-        if ms > self.longest["ms"]:
-            self.longest = {"ms": round(ms, 2), "read_ms": round((finish - read) * 1000, 2), "messages": messages,
-                            "finish_ms": round((start - finish) * 1000, 2),
-                            "start_ms": round((stats - start) * 1000, 2), "stats_ms": round((end - stats) * 1000, 2),
-                            "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 2),
-                            "at": round(time.time(), 3)}
-
-    def summary(self, decoder: Decoder, skipped: int, cpu_wait_ms: float | None = None) -> dict[str, Any]:
-        """``cpu_wait_ms``: the polling thread's wait for a CPU over the run (schedstat), when known."""
-        lat = {s: _p50_p99(v) for s, v in self.latency.items() if v}
-        loop = {**_p50_p99(self.loop), "longest": self.longest,
-                "cpu_wait_ms": None if cpu_wait_ms is None else round(cpu_wait_ms, 1)} if self.loop else {}
-        arrival = {**_p50_p99(self.arrival), "max": round(max(self.arrival), 2), "bunched": self.bunched} \
-            if self.arrival else {}
-        return {"frames_in": self.frames_in, "bad_messages": decoder.bad, "bad_frames": self.bad_frames,
-                "stale_frames": self.stale, "skipped_windows": skipped, "windows": self.windows,
-                "batches": self.batches, "latency_ms": lat, "arrival_ms": arrival, "loop_ms": loop}
+TOP_K = 5
 
 
 class InferenceWorker:
-    """Receives frames, keeps ring buffers, classifies windows every ``stride`` frames."""
+    """Receives frames, keeps ring buffers, classifies the windows that fall due."""
 
-    def __init__(self, engine, listen: str, publish: str, *, stride: int = 1, min_frames: int = 30,
-                 buffer_len: int = 300, persons: int = 2, max_batch: int = 64, max_wait_ms: float = 5.0,
-                 max_pending: int = 256, record_dir: str | Path | None = None, max_gap: int = 10,
-                 stats_interval_s: float = 10.0, allow_remote: bool = False, server_keys: CurveKeyPair | None = None,
-                 subscriber_grace_s: float = 0.5, name: str = "inference") -> None:
+    def __init__(self, engine, settings: InferenceSettings, listen: str, publish: str, *,
+                 record_dir: str | Path | None = None, allow_remote: bool = False,
+                 server_keys: CurveKeyPair | None = None, subscriber_grace_s: float = 0.5,
+                 name: str = "inference") -> None:
+        if engine.persons != settings.persons:
+            raise ValueError(f"the engine has {engine.persons} person slots, inference.persons is {settings.persons}")
+        device = engine.device.type
         self.engine = engine
         self.name = name  # in every result: which worker a stream is pinned to
-        self.stride = max(1, int(stride))
-        self.min_frames = max(2, min(int(min_frames), engine.window))
-        self.buffer_len = max(buffer_len, engine.window)
-        self.persons = persons
-        self.max_gap = max_gap
+        self.rules = WindowRules(engine.window, settings.stride.on(device), settings.min_frames,
+                                 settings.buffer_frames, settings.max_gap)
+        self.persons = settings.persons
         self.record_dir = Path(record_dir) if record_dir else None
         if self.record_dir is not None:
             self.record_dir.mkdir(parents=True, exist_ok=True)
@@ -121,16 +66,14 @@ class InferenceWorker:
             raise
         self._bound_at = time.monotonic()
         self.subscriber_grace_s = subscriber_grace_s
-        self.scheduler = Scheduler(max_batch, max_wait_ms, max_pending)
+        self.scheduler = Scheduler(settings.max_batch.on(device), settings.max_wait_ms, settings.max_pending)
         self.decoder = Decoder("inference")
         self.streams: dict[str, StreamState] = {}
-        self.counters = Counters()
-        self.stats_interval = stats_interval_s
-        self.gc: GcPauses | None = None  # set when run() starts
-        self.cpu_wait = ThreadWait()  # of the thread that polls
+        self.instruments = Instruments(settings.diagnostics)
+        self.stats_interval = settings.stats_interval_s
         self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
         self._inflight: tuple[list[Job], float, Any] | None = None  # the batch the engine is running
-        self._next_stats = time.time() + stats_interval_s
+        self._next_stats = time.time() + self.stats_interval
         self.stop = threading.Event()
 
     # ---- input -------------------------------------------------------------------------
@@ -139,38 +82,28 @@ class InferenceWorker:
         if state is None:
             if live is None:
                 log.info("frames for stream %s arrived without a start message; treating it as live", stream)
-            state = StreamState(RingBuffer(3, self.buffer_len, self.engine.joints, self.persons, max_gap=self.max_gap),
-                                SlotAssigner(self.persons, joints=self.engine.joints), live=bool(live) if live is not None else True)
+            state = StreamState(self.rules, self.engine.joints, self.persons, live=True if live is None else live)
             self.streams[stream] = state
         return state
 
     def handle(self, data: bytes, t_recv: float | None = None) -> None:
-        """Take one raw message; bad ones are counted and dropped, never raised.
-
-        A frame batch goes through exactly the steps of its frames sent one by one (slots,
-        ring buffer, a window every ``stride`` frames, recording), in bulk between windows.
-        """
+        """Take one raw message; bad ones are counted and dropped, never raised."""
         t_recv = time.time() if t_recv is None else t_recv
         msg = self.decoder.decode(data)
-        if msg is None:
-            return
         if isinstance(msg, Frame):
             self._on_frame(msg, data, t_recv)
         elif isinstance(msg, FrameBatch):
             self._on_batch(msg, data, t_recv)
         elif isinstance(msg, StreamStart):
-            self._on_start(msg, data)
+            self._on_start(msg)
         elif isinstance(msg, StreamEnd):
             self._on_end(msg, data)
-        elif isinstance(msg, Heartbeat):
-            pass
 
-    def _on_start(self, msg: StreamStart, data: bytes) -> None:
+    def _on_start(self, msg: StreamStart) -> None:
         live = bool(msg.meta.get("live", False))
         state = self.streams.get(msg.stream)
         if state is not None and state.started and state.meta == msg.meta:
-            # senders of lossless streams repeat their start (see workers/emitter.py)
-            log.debug("stream %s: start repeated", msg.stream)
+            log.debug("stream %s: start repeated", msg.stream)  # lossless senders repeat it (workers/emitter.py)
             return
         if state is not None and state.started:
             log.info("stream %s restarted (%s); continuing its buffer", msg.stream, msg.meta.get("source"))
@@ -186,126 +119,68 @@ class InferenceWorker:
                                                  StreamStart(msg.stream, msg.t, meta))
             except (OSError, ValueError) as exc:
                 log.error("cannot record stream %s: %s", msg.stream, exc)
-        log.info("stream %s started: %s", msg.stream, json.dumps(msg.meta, default=str))
+        log.info("stream %s started (%s, %s)", msg.stream, msg.meta.get("source"), "live" if live else "lossless")
+
+    def _accepts(self, stream: str, layout: str, joints: int, people: int, n: int) -> bool:
+        """Whether frames of this layout fit the model; a mismatch is counted and logged."""
+        if canonical_layout(layout) == self.engine.layout and (not people or joints == self.engine.joints):
+            return True
+        self.instruments.bad_frames += n
+        if self.instruments.bad_frames <= 5:
+            log.warning("stream %s: frame layout %s/%d joints does not match the model (%s/%d); %d dropped",
+                        stream, layout, joints, self.engine.layout, self.engine.joints, n)
+        return False
 
     def _on_frame(self, msg: Frame, data: bytes, t_recv: float) -> None:
-        self.counters.frames_in += 1
-        self.counters.arrival.append((t_recv - msg.t_capture) * 1000 - msg.pose_ms)
-        if msg.layout != self.engine.layout or (msg.persons and msg.joints != self.engine.joints):
-            self.counters.bad_frames += 1
-            if self.counters.bad_frames <= 5:
-                log.warning("stream %s: frame layout %s/%d joints does not match the model (%s/%d); dropped",
-                            msg.stream, msg.layout, msg.joints, self.engine.layout, self.engine.joints)
+        self.instruments.frames_in += 1
+        if not self._accepts(msg.stream, msg.layout, msg.joints, len(msg.persons), 1):
             return
         state = self._state(msg.stream)
+        if self.instruments.diagnostics:
+            self.instruments.arrived(t_recv, msg.t_capture, msg.pose_ms, state.read == self._reads)
+        state.read = self._reads
         try:
-            frame = state.slots.assign(msg.persons, joints=self.engine.joints)
-            written = state.buffer.append(frame, msg.seq, check_finite=False)  # the decoder refused NaN/inf
+            written = state.add_frame(msg, t_recv)
         except ValueError as exc:
-            self.counters.bad_frames += 1
+            self.instruments.bad_frames += 1
             log.warning("stream %s seq %d: %s; dropped", msg.stream, msg.seq, exc)
             return
         if written == 0:
-            self.counters.stale += 1
+            self.instruments.stale += 1
             return
         if state.recorder is not None:
             state.recorder.write(data)
-        if state.read == self._reads:
-            self.counters.bunched += 1
-        state.last, state.t_recv, state.read = msg, t_recv, self._reads
-        state.since += written
-        if state.buffer.valid >= self.min_frames and state.since >= self.stride:
-            self._enqueue(msg.stream, state)
+        if state.due:
+            self.scheduler.add(state.job(), state.live)
 
     def _on_batch(self, msg: FrameBatch, data: bytes, t_recv: float) -> None:
         """A batch as its frames one by one would go, in chunks that end where a window is due."""
         n = len(msg)
-        self.counters.frames_in += n
-        if msg.layout != self.engine.layout or (len(msg.tracks) and msg.joints != self.engine.joints):
-            self.counters.bad_frames += n
-            if self.counters.bad_frames <= 5:
-                log.warning("stream %s: frame layout %s/%d joints does not match the model (%s/%d); %d dropped",
-                            msg.stream, msg.layout, msg.joints, self.engine.layout, self.engine.joints, n)
+        self.instruments.frames_in += n
+        if not self._accepts(msg.stream, msg.layout, msg.joints, len(msg.tracks), n):
             return
         state = self._state(msg.stream)
-        written, windows = self._batch_windows(state, msg.seq)
-        ends = windows if windows and windows[-1] == n - 1 else windows + [n - 1]
-        due = set(windows)
-        offsets = msg.offsets() if len(ends) > 1 else None
-        joints = self.engine.joints
-        lo = 0
-        for hi in ends:
-            try:
-                if hi == lo:
-                    state.buffer.append(state.slots.assign(msg.frame(lo).persons, joints=joints), int(msg.seq[lo]),
-                                        check_finite=False)
-                elif offsets is None:
-                    clip = state.slots.assign_many(msg.counts, msg.tracks, msg.keypoints, joints)
-                    state.buffer.append_many(clip, msg.seq, check_finite=False)
-                else:
-                    a, b = int(offsets[lo]), int(offsets[hi + 1])
-                    clip = state.slots.assign_many(msg.counts[lo:hi + 1], msg.tracks[a:b], msg.keypoints[a:b], joints)
-                    state.buffer.append_many(clip, msg.seq[lo:hi + 1], check_finite=False)
-            except ValueError as exc:
-                self.counters.bad_frames += n - lo
-                log.warning("stream %s seqs %d..%d: %s; dropped", msg.stream, msg.seq[lo], msg.seq[-1], exc)
-                break
-            steps = hi - lo + 1 if written is None else int(written[lo:hi + 1].sum())
-            if steps:
-                last = hi if written is None else lo + int(np.flatnonzero(written[lo:hi + 1])[-1])
-                state.last, state.t_recv = msg.frame(last), t_recv
-                state.since += steps
-            if hi in due:
-                self._enqueue(msg.stream, state)
-            lo = hi + 1
-        kept = np.arange(lo) if written is None else np.flatnonzero(written[:lo])
-        self.counters.stale += lo - len(kept)
+        kept, taken, error = state.add_batch(msg, t_recv, lambda: self.scheduler.add(state.job(), state.live))
+        if error is not None:
+            self.instruments.bad_frames += n - taken
+            log.warning("stream %s seqs %d..%d: %s; dropped", msg.stream, msg.seq[taken], msg.seq[-1], error)
+        self.instruments.stale += taken - len(kept)
         if state.recorder is not None and len(kept):
             state.recorder.write(data if len(kept) == n else encode(msg.select(kept)))
-
-    def _batch_windows(self, state: StreamState, seqs: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
-        """Per frame of a batch the time steps it writes (None: one each) and the frames after
-        which a window is due, exactly as frame by frame: every ``stride`` written steps once
-        the buffer holds ``min_frames``."""
-        n = len(seqs)
-        buf = state.buffer
-        if buf.follows(seqs):  # consecutive frames: the windows fall at fixed offsets
-            first = max(self.min_frames - buf.valid, self.stride - state.since, 1) - 1
-            return None, list(range(first, n, self.stride))
-        written, _, valid = buf.plan(seqs)
-        total = np.cumsum(written)
-        due = (written > 0) & (valid >= self.min_frames)
-        windows: list[int] = []
-        lo, since = 0, state.since
-        while lo < n:
-            done = int(total[lo - 1]) if lo else 0
-            hits = np.flatnonzero(due[lo:] & (total[lo:] - done >= self.stride - since))
-            if not len(hits):
-                break
-            windows.append(lo + int(hits[0]))
-            lo, since = windows[-1] + 1, 0
-        return written, windows
-
-    def _enqueue(self, stream: str, state: StreamState) -> None:
-        last = state.last
-        state.since = 0
-        self.scheduler.add(Job(stream, last.seq, last.t_capture, state.t_recv, last.pose_ms,
-                               state.buffer.window(self.engine.window), list(state.slots.slots),
-                               len(last.persons)), state.live)
 
     def _on_end(self, msg: StreamEnd, data: bytes) -> None:
         state = self.streams.get(msg.stream)
         if state is None:
             return
-        self._finish_batch()  # results in flight go out before the end message
-        if state.since > 0 and state.buffer.valid >= self.min_frames and state.last is not None:
-            self._enqueue(msg.stream, state)  # the tail of the stream gets its result too
+        self._finish_batch()  # results in flight go out before the end record
+        if state.has_tail:
+            self.scheduler.add(state.job(), state.live)  # the tail of the stream gets its result too
         while self.scheduler.has(msg.stream):
             self._run_batch()
         if state.recorder is not None:
             state.recorder.write(data)
             state.recorder.close(msg.reason)
-        self.publisher.send(msg.stream, {"type": "end", "stream": msg.stream, "reason": msg.reason})
+        self.publisher.publish(StreamEnded(msg.stream, msg.reason))
         del self.streams[msg.stream]
         log.info("stream %s ended (%s)", msg.stream, msg.reason)
 
@@ -333,37 +208,26 @@ class InferenceWorker:
         jobs, t0, collect = self._inflight
         self._inflight = None
         probs, nxt = collect()
-        t1 = time.time()
-        self.counters.batches += 1
+        inference_ms = (time.time() - t0) * 1000
+        self.instruments.batches += 1
         # Whole-batch conversions: one tolist per batch instead of numpy calls per result.
-        k = min(5, probs.shape[1])
+        k = min(TOP_K, probs.shape[1])
         top = np.argsort(-probs, axis=1)[:, :k]
         scores = np.round(np.take_along_axis(probs, top, axis=1).astype(np.float64), 6).tolist()
         top = top.tolist()
         frames = None if nxt is None else np.round(nxt.transpose(0, 3, 2, 1).astype(np.float64), 5).tolist()
         names = self.engine.class_names
-        inference_ms = (t1 - t0) * 1000
-        lat = self.counters.latency
         for i, job in enumerate(jobs):
             t_result = time.time()
-            latency = {
-                "pose": job.pose_ms,
-                "transport": max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms),
-                "queue": (t0 - job.t_recv) * 1000,
-                "inference": inference_ms,
-                "total": (t_result - job.t_capture) * 1000,
-            }
-            for stage, value in latency.items():
-                lat[stage].append(value)
-            result = {
-                "type": "result", "stream": job.stream, "seq": job.seq, "t_capture": job.t_capture,
-                "t_result": t_result, "worker": self.name, "persons": job.tracks,
-                "top": [{"label": names[c], "index": c, "score": sc} for c, sc in zip(top[i], scores[i])],
-                "next_frame": None if frames is None else frames[i],
-                "latency_ms": {stage: round(value, 3) for stage, value in latency.items()},
-            }
-            self.publisher.send(job.stream, result)
-        self.counters.windows += len(jobs)
+            latency = {"pose": round(job.pose_ms, 3),
+                       "transport": round(max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms), 3),
+                       "queue": round((t0 - job.t_recv) * 1000, 3), "inference": round(inference_ms, 3),
+                       "total": round((t_result - job.t_capture) * 1000, 3)}
+            self.instruments.observe(latency)
+            self.publisher.publish(Result(job.stream, job.seq, job.t_capture, t_result, self.name, job.tracks,
+                                          [Label(names[c], c, s) for c, s in zip(top[i], scores[i])],
+                                          None if frames is None else frames[i], latency))
+        self.instruments.windows += len(jobs)
 
     # ---- loop --------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 5) -> None:
@@ -373,10 +237,12 @@ class InferenceWorker:
         At most ``max(max_batch, 64)`` messages are read per iteration, about what one batch
         classifies: reading more before a batch runs would let a live stream's next frame
         supersede its pending window (a skip) although the GPU has time for both. (Not waiting
-        for a slow batch and reading on instead did exactly that: 75-80 skips at 256 streams
-        on two workers, for no better p99; measured on the GPU machine.)
+        for a slow batch and reading on instead did exactly that; see docs/benchmarks.md.)
         """
-        t_read, n, waited = time.perf_counter(), 0, self.cpu_wait.ms()
+        loop = self.instruments.loop
+        if loop is not None:
+            loop.begin()
+        t_read, n = time.perf_counter(), 0
         if not self.scheduler.full:
             wait = 0 if len(self.scheduler) or self._inflight is not None else timeout_ms
             self._reads += 1
@@ -393,33 +259,38 @@ class InferenceWorker:
         t_stats = time.perf_counter()
         if time.time() >= self._next_stats:
             self._next_stats = time.time() + self.stats_interval
-            log.info("stats %s", json.dumps(self.stats()))
-            self.counters.longest = {"ms": 0.0}  # each line: its interval's worst iteration, not start-up's
-        after = self.cpu_wait.ms()
-        waited = None if waited is None or after is None else after - waited
-        self.counters.add_loop(t_read, t_finish, t_start, t_stats, time.perf_counter(), n, waited)
+            self.publish_stats()
+        if loop is not None:
+            loop.end(t_read, t_finish, t_start, t_stats, time.perf_counter(), n)
 
     def stats(self) -> dict[str, Any]:
-        out = {"streams": len(self.streams),
-               **self.counters.summary(self.decoder, self.scheduler.skipped, self.cpu_wait.ms())}
-        if self.gc is not None:
-            out["gc"] = self.gc.summary()
-        return out
+        return self.instruments.summary(streams=len(self.streams), bad_messages=self.decoder.bad,
+                                        skipped=self.scheduler.skipped)
+
+    def publish_stats(self, final: bool = False) -> None:
+        """A stats record on the results socket and one short log line."""
+        stats = self.stats()
+        self.publisher.publish(WorkerStats(self.name, time.time(), final, stats))
+        total = stats["latency_ms"].get("total")
+        log.info("%sstats: %d streams, %d frames in, %d windows, %d skipped, %d bad messages, %d bad frames%s",
+                 "final " if final else "", stats["streams"], stats["frames_in"], stats["windows"],
+                 stats["skipped_windows"], stats["bad_messages"], stats["bad_frames"],
+                 f", frame-to-result p99 {total['p99']:.0f} ms" if total else "")
+        self.instruments.new_interval()
 
     def run(self) -> None:
         log.info("inference worker %s ready: model %s (%s, %d classes, window %d) on %s, stride %d", self.name,
                  self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
-                 self.engine.num_class, self.engine.window, self.engine.device, self.stride)
+                 self.engine.num_class, self.rules.window, self.engine.device, self.rules.stride)
         # PUB drops what it publishes before a subscriber is connected: after a restart, give
         # subscribers (which reconnect every 100 ms) time to rejoin before the first results.
         # Frames meanwhile wait in the socket, nothing is lost.
         grace = self._bound_at + self.subscriber_grace_s - time.monotonic()
         if grace > 0:
             self.stop.wait(grace)
-        self.gc = GcPauses(freeze())
-        log.info("%d start-up objects frozen out of the garbage collector", self.gc.frozen)
-        self.cpu_wait.close()
-        self.cpu_wait = ThreadWait()
+        frozen = freeze()
+        log.info("%d start-up objects frozen out of the garbage collector", frozen)
+        self.instruments.start(frozen)
         while not self.stop.is_set():
             self.poll()
         self._finish_batch()
@@ -431,17 +302,19 @@ class InferenceWorker:
         for state in self.streams.values():
             if state.recorder is not None:
                 state.recorder.close("stopped")
-        log.info("final stats %s", json.dumps(self.stats()))
-        if self.gc is not None:
-            self.gc.close()
-        self.cpu_wait.close()
+        self.publish_stats(final=True)
+        self.instruments.close()
         self.receiver.close()
         self.publisher.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.inference", description=__doc__.split("\n")[0])
-    add_common_args(parser)
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.inference", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inference worker: per-stream ring buffers, batched ST-GCN classification and next-frame "
+                    "prediction across streams, results on a PUB socket.")
+    add_settings_args(parser)
+    add_debug_flag(parser)
     parser.add_argument("--listen", help="frames endpoint to bind (default from config)")
     parser.add_argument("--publish", help="results endpoint to bind (default from config)")
     parser.add_argument("--weights", help="checkpoint (default: the bundled model)")
@@ -452,44 +325,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker name, sent in every result (default inference; several workers: distinct names)")
     add_curve_args(parser, server=True)
     args = parser.parse_args(argv)
-    setup_logging(args.debug)
+    setup_logging(args.debug, args.quiet)
     auth = None
-    try:
-        cfg = load_pipeline_config(args.config)
-        listen = args.listen or cfg["endpoints"]["frames"]
-        publish = args.publish or cfg["endpoints"]["results"]
-        curve = server_curve(args, cfg, [listen, publish])  # before the model loads: a refusal is immediate
+
+    def serve() -> int:
+        nonlocal auth
+        settings = load_settings(args.config, inference__weights=args.weights, inference__device=args.device,
+                                 inference__stride=args.stride)
+        listen = args.listen or settings.endpoints.frames
+        publish = args.publish or settings.endpoints.results
+        curve = server_curve(args, settings, [listen, publish])  # before the model loads: a refusal is immediate
         if curve is not None:
             auth = start_authenticator(curve.allowed)
             log.info("CURVE on: %d client key(s) admitted", len(curve.allowed))
         from stgcn import DEFAULT_WEIGHTS
         from stgcn.engine import Engine
 
-        icfg = cfg["inference"]
-        engine = Engine(args.weights or icfg.get("weights") or DEFAULT_WEIGHTS, args.device or icfg["device"],
-                        persons=icfg["persons"])
-        stride = args.stride or icfg["stride"][engine.device.type]
-        worker = InferenceWorker(engine, listen, publish, stride=stride,
-                                 min_frames=icfg["min_frames"], buffer_len=icfg["buffer_frames"],
-                                 persons=icfg["persons"], max_batch=icfg["max_batch"][engine.device.type],
-                                 max_wait_ms=icfg["max_wait_ms"], max_pending=icfg["max_pending"],
-                                 record_dir=args.record, stats_interval_s=icfg["stats_interval_s"],
+        icfg = settings.inference
+        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device, persons=icfg.persons)
+        worker = InferenceWorker(engine, icfg, listen, publish, record_dir=args.record,
                                  allow_remote=curve is not None, server_keys=curve.keys if curve else None,
                                  name=args.name)
-    except (ValueError, OSError) as exc:
-        if auth is not None:
-            auth.stop()
-        if args.debug:
-            raise
-        print(f"inference: error: {exc}", file=sys.stderr)
-        return 2
-    stop_on_signals(worker.stop)
-    try:
+        stop_on_signals(worker.stop)
         worker.run()
+        return 0
+
+    try:
+        return run_cli("inference", serve, debug=args.debug)
     finally:
         if auth is not None:
             auth.stop()
-    return 0
 
 
 if __name__ == "__main__":

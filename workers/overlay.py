@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.messages import Frame
+from pipeline.results import Result
 from pipeline.transport import CurveKeyPair, ResultSubscriber
 from stgcn.graph import get_layout
 
@@ -41,12 +42,12 @@ def draw_skeleton(image: np.ndarray, kp: np.ndarray, color: tuple[int, int, int]
         cv2.addWeighted(target, alpha, image, 1 - alpha, 0, dst=image)
 
 
-def annotate(image: np.ndarray, frame: Frame, result: dict | None, previous: dict | None = None) -> np.ndarray:
+def annotate(image: np.ndarray, frame: Frame, result: Result | None, previous: Result | None = None) -> np.ndarray:
     """A copy of ``image`` with the frame's skeletons, ``result``'s labels and, faintly, the
     skeleton that ``previous`` (a result from a few frames earlier) predicted."""
     out = image.copy()
-    if previous is not None and previous.get("next_frame"):
-        for kp in previous["next_frame"]:
+    if previous is not None and previous.next_frame:
+        for kp in previous.next_frame:
             draw_skeleton(out, np.asarray(kp, np.float32), (255, 255, 255), frame.layout, 1, alpha=0.45)
     for person in frame.persons:
         color = COLORS[person.track % len(COLORS)]
@@ -57,8 +58,8 @@ def annotate(image: np.ndarray, frame: Frame, result: dict | None, previous: dic
             cv2.putText(out, f"id {person.track}", (int(x), max(12, int(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                         color, 1, cv2.LINE_AA)
     if result is not None:
-        for k, top in enumerate(result["top"][:3]):
-            text = f"{top['label']} {100 * top['score']:.0f}%"
+        for k, top in enumerate(result.top[:3]):
+            text = f"{top.label} {100 * top.score:.0f}%"
             cv2.putText(out, text, (8, 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(out, text, (8, 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return out
@@ -75,8 +76,8 @@ class Overlay:
         self.stream = stream
         self.max_delay, self.max_queue = max_delay_s, max_queue
         self.queue: deque[tuple[Frame, np.ndarray, float]] = deque()
-        self.result: dict | None = None  # the newest result
-        self.history: deque[dict] = deque(maxlen=256)
+        self.result: Result | None = None  # the newest result
+        self.history: deque[Result] = deque(maxlen=256)
         self.writer = None
         self.show = show and bool(os.environ.get("DISPLAY") or os.name == "nt")
         if show and not self.show:
@@ -91,16 +92,16 @@ class Overlay:
             self.path = path
 
     def _poll(self) -> None:
-        while (got := self.sub.recv(timeout_ms=0)) is not None:
-            if got[1].get("type") == "result":
-                self.result = got[1]
-                self.history.append(got[1])
+        while (record := self.sub.recv(timeout_ms=0)) is not None:
+            if isinstance(record, Result):
+                self.result = record
+                self.history.append(record)
 
-    def _newest(self, seq: int, before: bool = False) -> dict | None:
+    def _newest(self, seq: int, before: bool = False) -> Result | None:
         """The newest result computed from frames up to ``seq`` (before ``seq`` if asked)."""
         best = None
         for r in self.history:
-            if (r["seq"] < seq if before else r["seq"] <= seq) and (best is None or r["seq"] > best["seq"]):
+            if (r.seq < seq if before else r.seq <= seq) and (best is None or r.seq > best.seq):
                 best = r
         return best
 
@@ -113,12 +114,12 @@ class Overlay:
         now = time.time()
         while self.queue:
             frame, image, t = self.queue[0]
-            covered = self.result is not None and self.result["seq"] >= frame.seq
+            covered = self.result is not None and self.result.seq >= frame.seq
             if not (covered or final or now - t > self.max_delay or len(self.queue) > self.max_queue):
                 break
             self.queue.popleft()
             previous = self._newest(frame.seq, before=True)
-            if previous is not None and frame.seq - previous["seq"] > 5:
+            if previous is not None and frame.seq - previous.seq > 5:
                 previous = None  # a prediction is for the next frame: don't draw stale ones
             out = annotate(image, frame, self._newest(frame.seq) or self.result, previous)
             if self.writer is not None:
@@ -131,7 +132,7 @@ class Overlay:
         deadline = time.time() + wait_s
         while self.queue and time.time() < deadline:
             last_seq = self.queue[-1][0].seq
-            if self.result is not None and self.result["seq"] >= last_seq:
+            if self.result is not None and self.result.seq >= last_seq:
                 break
             time.sleep(0.05)
             self._poll()

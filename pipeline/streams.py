@@ -1,0 +1,102 @@
+"""Per-stream state of an inference worker: a stream's ring buffer, person slots and window clock.
+
+Frames enter through :meth:`StreamState.add_frame` or, for a frame batch,
+:meth:`StreamState.add_batch` (the same steps as its frames one by one, in bulk between the
+frames where a window falls due); :meth:`StreamState.job` snapshots the window to classify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .messages import Frame, FrameBatch
+from .recording import RecordingWriter
+from .scheduler import Job
+from .tracker import SlotAssigner
+from .windows import WindowRules
+
+
+@dataclass
+class StreamState:
+    """Everything a worker keeps for one stream."""
+
+    rules: WindowRules
+    joints: int
+    persons: int
+    live: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+    recorder: RecordingWriter | None = None
+    since: int = 0  # time steps written since the stream's last window
+    last: Frame | None = None
+    t_recv: float = 0.0
+    read: int = -1  # the worker's socket read that brought the last frame
+
+    def __post_init__(self) -> None:
+        self.buffer = self.rules.buffer(self.joints, self.persons)
+        self.slots = SlotAssigner(self.persons, joints=self.joints)
+
+    @property
+    def due(self) -> bool:
+        return self.rules.due(self.since, self.buffer.valid)
+
+    @property
+    def has_tail(self) -> bool:
+        """Frames after the last window, enough for one more (a stream's end classifies them)."""
+        return self.since > 0 and self.buffer.valid >= self.rules.min_frames and self.last is not None
+
+    def add_frame(self, msg: Frame, t_recv: float) -> int:
+        """Slot and append one frame; the time steps written (0: stale). ValueError: dropped."""
+        frame = self.slots.assign(msg.persons, joints=self.joints)
+        written = self.buffer.append(frame, msg.seq, check_finite=False)  # the decoder refused NaN/inf
+        if written:
+            self.last, self.t_recv = msg, t_recv
+            self.since += written
+        return written
+
+    def add_batch(self, msg: FrameBatch, t_recv: float,
+                  on_due: Callable[[], None]) -> tuple[np.ndarray, int, str | None]:
+        """Append a batch, calling ``on_due`` where a window falls due. Returns the indices of
+        the frames kept (not stale), how many frames were taken (kept or stale) and, if a chunk
+        was refused, why (the frames from there on are dropped)."""
+        n = len(msg)
+        written, windows = self.rules.due_in_clip(self.buffer, msg.seq, self.since)
+        ends = windows if windows and windows[-1] == n - 1 else windows + [n - 1]
+        due = set(windows)
+        offsets = msg.offsets() if len(ends) > 1 else None
+        lo, error = 0, None
+        for hi in ends:
+            try:
+                if hi == lo:
+                    self.buffer.append(self.slots.assign(msg.frame(lo).persons, joints=self.joints), int(msg.seq[lo]),
+                                       check_finite=False)
+                elif offsets is None:
+                    clip = self.slots.assign_many(msg.counts, msg.tracks, msg.keypoints, self.joints)
+                    self.buffer.append_many(clip, msg.seq, check_finite=False)
+                else:
+                    a, b = int(offsets[lo]), int(offsets[hi + 1])
+                    clip = self.slots.assign_many(msg.counts[lo:hi + 1], msg.tracks[a:b], msg.keypoints[a:b],
+                                                  self.joints)
+                    self.buffer.append_many(clip, msg.seq[lo:hi + 1], check_finite=False)
+            except ValueError as exc:
+                error = str(exc)
+                break
+            steps = hi - lo + 1 if written is None else int(written[lo:hi + 1].sum())
+            if steps:
+                last = hi if written is None else lo + int(np.flatnonzero(written[lo:hi + 1])[-1])
+                self.last, self.t_recv = msg.frame(last), t_recv
+                self.since += steps
+            if hi in due:
+                on_due()
+            lo = hi + 1
+        return (np.arange(lo) if written is None else np.flatnonzero(written[:lo])), lo, error
+
+    def job(self) -> Job:
+        """The window ending at the latest frame, to classify; the window clock starts over."""
+        last = self.last
+        self.since = 0
+        return Job(last.stream, last.seq, last.t_capture, self.t_recv, last.pose_ms,
+                   self.buffer.window(self.rules.window), list(self.slots.slots), len(last.persons))
