@@ -9,8 +9,9 @@ weights); on the CPU the original module in float32 (the folded one is no faster
 measured 11.6 against 12.1 windows/s on 2 cores). fp16 rather than bf16: the same speed,
 and on the shipped model's real test windows a tenth of bf16's logit error (1.2e-3 against
 1.1e-2 at worst).
-On CUDA the step is replayed from CUDA graphs over fixed batch sizes. ``fast=False`` runs the
-original module there too (under bf16 autocast).
+On CUDA the step is replayed from CUDA graphs over fixed batch sizes. Other variants (the
+original module under autocast, bf16 weights, no graphs) are built from the same public pieces
+by the benches that compare them (``bench/inference.py``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .graph import get_layout
 from .transforms import build_transform
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -65,45 +65,42 @@ class _Compiled:
 class Engine:
     """Batched inference of one checkpoint on raw ``(B, C, W, V, M)`` windows."""
 
-    def __init__(self, weights: str | Path, device: str = "auto", amp: bool = True, *,
-                 fast: bool | None = None, graphs: bool | None = None, dtype: str = "float16",
-                 persons: int = 2, window: int | None = None) -> None:
+    def __init__(self, weights: str | Path, device: str = "auto", *, persons: int,
+                 window: int | None = None) -> None:
+        """``weights`` on ``device`` (``auto``: CUDA when present) for windows of ``persons`` person
+        slots and ``window`` frames (default: the checkpoint's window)."""
         self.device = pick_device(device)
         self.model = load_model(weights, device=self.device)
         cfg = self.model.config
         self.config = cfg
         model_cfg = cfg["model"]
-        self.layout = model_cfg["graph_args"]["layout"]
+        graph_layout = model_cfg["graph_args"]["layout"]
+        self.layout = get_layout(graph_layout).name  # canonical: what frames carry and are compared by
         self.num_class = int(model_cfg["num_class"])
         self.class_names = list(cfg.get("class_names") or [str(i) for i in range(self.num_class)])
-        self.transform = build_transform(cfg.get("normalisation"), self.layout)
-        self.window = int(window or cfg.get("window") or 300)  # a checkpoint serves any length
+        self.transform = build_transform(cfg.get("normalisation"), graph_layout)
+        self.window = int(window or cfg["window"])  # a checkpoint serves any length
         self.channels = int(model_cfg.get("in_channels", 3))
         self.joints = int(self.model.A.shape[-1])
         self.persons = persons
         self.predicts = self.model.predictor is not None
         cuda = self.device.type == "cuda"
-        self.amp = amp and cuda
-        self.fast = cuda if fast is None else fast
         self.net = self.model
-        if self.fast:
-            from .fast import FastSTGCN
+        self.prepare, self.finish = self._prepare, self._finish
+        self.runner = None
+        if not cuda:
+            return
+        from .fast import FastSTGCN, GraphedEngine
 
-            self.net = FastSTGCN(self.model, DTYPES[dtype] if cuda else torch.float32)
+        self.net = FastSTGCN(self.model, torch.float16)
         # The normalisation and its inverse are many small kernels: on CUDA they are compiled
         # into a few, which is most of what a batch of one costs besides the network.
-        self.prepare, self.finish = self._prepare, self._finish
-        if cuda and self.fast:
-            self.prepare, self.finish = _Compiled(self._prepare), _Compiled(self._finish)
-        self.runner = None
-        if cuda and (self.fast if graphs is None else graphs):
-            from .fast import GraphedEngine
-
-            try:
-                self.runner = GraphedEngine(self.step, self.sample_shape, self.device)
-                log.info("CUDA graphs captured for batch sizes %s", list(self.runner.batches))
-            except RuntimeError as exc:  # still correct, only slower: say so and run eagerly
-                log.warning("CUDA graph capture failed, running eagerly: %s", str(exc).splitlines()[0])
+        self.prepare, self.finish = _Compiled(self._prepare), _Compiled(self._finish)
+        try:
+            self.runner = GraphedEngine(self.step, self.sample_shape, self.device)
+            log.info("CUDA graphs captured for batch sizes %s", list(self.runner.batches))
+        except RuntimeError as exc:  # still correct, only slower: say so and run eagerly
+            log.warning("CUDA graph capture failed, running eagerly: %s", str(exc).splitlines()[0])
 
     @property
     def sample_shape(self) -> tuple[int, int, int, int]:
@@ -131,8 +128,7 @@ class Engine:
     def step(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Raw windows on the device -> probabilities (and next frames in raw units)."""
         x, recent, center, scale = self.prepare(raw)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and not self.fast):
-            out = self.net(x, recent) if self.predicts else (self.net(x), None)
+        out = self.net(x, recent) if self.predicts else (self.net(x), None)
         return self.finish(out[0], out[1], center, scale)
 
     def submit(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:

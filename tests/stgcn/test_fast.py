@@ -1,11 +1,9 @@
 """The serving network (BN folded, joint-major, reduced precision) computes the original's function."""
 
-import numpy as np
 import pytest
 import torch
 
-from stgcn import STGCN, DEFAULT_WEIGHTS
-from stgcn.engine import Engine
+from stgcn import STGCN
 from stgcn.fast import FastSTGCN
 from tests.stgcn.test_model import randomized_state, realistic_batch, rel_err
 
@@ -44,33 +42,6 @@ def test_predictor_head_and_bf16_within_1e_2():
     assert rel_err(logits, ref_logits) < 1e-2 and rel_err(nxt, ref_next) < 1e-2
     with pytest.raises(RuntimeError, match="no next-frame predictor"):
         FastSTGCN(_model("openpose", 27, seed=5))(x, recent)
-
-
-def test_engine_fast_path_matches_the_original_module():
-    rng = np.random.default_rng(0)
-    windows = np.zeros((4, 3, 128, 18, 2), np.float32)
-    windows[:, :2, :, :, 0] = rng.uniform(0.3, 0.7, (4, 2, 128, 18))
-    windows[:, 2, :, :14, 0] = 0.9
-    windows[1, :, :40] = 0  # a stream that started 40 frames ago
-    fast, slow = Engine(DEFAULT_WEIGHTS, "cpu", fast=True), Engine(DEFAULT_WEIGHTS, "cpu")
-    (p1, n1), (p2, n2) = fast(windows), slow(windows)
-    assert np.abs(p1 - p2).max() < 1e-5
-    assert np.abs(n1 - n2).max() < 1e-5
-    assert (n1[:, 2] == windows[:, 2, -1]).all()  # confidences carried over, absent joints stay absent
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graphs_replay_the_eager_step():
-    engine = Engine(DEFAULT_WEIGHTS, "cuda")
-    assert engine.runner is not None
-    rng = np.random.default_rng(1)
-    for b in (1, 3, 17):
-        windows = rng.uniform(0.2, 0.8, (b, 3, engine.window, 18, 2)).astype(np.float32)
-        probs, nxt = engine(windows)
-        ref = engine.step(torch.from_numpy(windows).cuda())
-        # bf16 at another batch size (graphs run padded batches): rounding, not a different function
-        assert np.abs(probs - ref[0].cpu().numpy()).max() < 5e-3
-        assert np.abs(nxt - ref[1].cpu().numpy()).max() < 5e-3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
