@@ -18,10 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.messages import frame_from_arrays, sanitize_stream_id
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.endpoints import split_list
-from workers.config import (add_common_args, add_curve_args, add_sender_args, client_curve, load_pipeline_config,
-                            setup_logging, stop_on_signals)
+from pipeline.messages import frame_from_arrays, sanitize_stream_id
+from pipeline.settings import load_settings
+from workers.config import add_curve_args, add_sender_args, add_settings_args, client_curve, stop_on_signals
 from workers.emitter import StreamEmitter, read_resume_seq
 from workers.video_source import SourceError, open_source
 
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", type=int, help="camera index")
     src.add_argument("--video", help="video file")
-    add_common_args(parser)
+    add_settings_args(parser)
+    add_debug_flag(parser)
     add_sender_args(parser)
     parser.add_argument("--stream", help="stream id (default: camera<N> or the video's name)")
     parser.add_argument("--num-poses", type=int, help="people to look for per frame (default from config)")
@@ -46,81 +48,73 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
-    setup_logging(args.debug)
+    setup_logging(args.debug, args.quiet)
     stop = stop_on_signals()
 
-    try:
-        cfg = load_pipeline_config(args.config)
-        curve = client_curve(args, cfg)
+    def capture() -> int:
+        settings = load_settings(args.config, capture__num_poses=args.num_poses, capture__pose_model=args.pose_model or None)
+        curve = client_curve(args, settings)
         source = open_source(camera=args.camera, video=args.video)  # before MediaPipe: fail fast
-    except (SourceError, ValueError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"capture: error: {exc}", file=sys.stderr)
-        return 2
-    ccfg = cfg["capture"]
-    stream = args.stream or (f"camera{args.camera}" if args.camera is not None
-                             else sanitize_stream_id(Path(args.video).name.split(".")[0]))
-    try:
-        from workers.pose import PersonTracker, PoseEstimator
+        try:
+            from workers.pose import PersonTracker, PoseEstimator
 
-        estimator = PoseEstimator(args.pose_model or ccfg.get("pose_model") or None,
-                                  num_poses=args.num_poses or ccfg["num_poses"])
-    except (ValueError, FileNotFoundError) as exc:
-        if args.debug:
+            estimator = PoseEstimator(settings.capture.pose_model, num_poses=settings.capture.num_poses)
+        except BaseException:
+            source.close()
             raise
-        print(f"capture: error: {exc}", file=sys.stderr)
-        source.close()
-        return 2
-    overlay = None
-    if args.save_video or args.show:
-        from workers.overlay import Overlay
+        stream = args.stream or (f"camera{args.camera}" if args.camera is not None
+                                 else sanitize_stream_id(Path(args.video).name.split(".")[0]))
+        overlay = None
+        if args.save_video or args.show:
+            from workers.overlay import Overlay
 
-        overlay = Overlay(split_list(args.results) or cfg["endpoints"]["results"], stream, source.width,
-                          source.height, source.fps, args.save_video, args.show, **curve)
-    tracker = PersonTracker()
-    resume = read_resume_seq(args.state_file)
-    if resume is not None and not source.live:
-        source.seek(resume + 1)
-        log.info("stream %s: resuming after frame %d", stream, resume)
-    meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
-            "height": source.height, "joints": 18}
-    emitter = StreamEmitter(split_list(args.connect) or cfg["endpoints"]["frames"], stream, meta,
-                            live=source.live, stop=stop, state_file=args.state_file,
-                            live_queue=ccfg.get("live_queue", 8), **curve)
-    emitter.start()
-    reason, n = "eof", 0
-    seq_base = (resume + 1) if (resume is not None and source.live) else 0
-    try:
-        for index, image, ts_ms in source:
-            if stop.is_set():
-                reason = "stopped"
-                break
-            t_capture = time.time()
-            t0 = time.perf_counter()
-            people = estimator.estimate(image, ts_ms)
-            tracks = tracker.update(people)
-            pose_ms = (time.perf_counter() - t0) * 1000
-            frame = frame_from_arrays(stream, seq_base + index, t_capture, source.width, source.height, "openpose",
-                                      people, tracks, pose_ms, joints=18)
+            overlay = Overlay(split_list(args.results) or settings.endpoints.results, stream, source.width,
+                              source.height, source.fps, args.save_video, args.show, **curve)
+        tracker = PersonTracker()
+        resume = read_resume_seq(args.state_file)
+        if resume is not None and not source.live:
+            source.seek(resume + 1)
+            log.info("stream %s: resuming after frame %d", stream, resume)
+        meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
+                "height": source.height, "joints": 18}
+        emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta,
+                                live=source.live, stop=stop, state_file=args.state_file,
+                                live_queue=settings.capture.live_queue, **curve)
+        emitter.start()
+        reason, n = "eof", 0
+        seq_base = (resume + 1) if (resume is not None and source.live) else 0
+        try:
+            for index, image, ts_ms in source:
+                if stop.is_set():
+                    reason = "stopped"
+                    break
+                t_capture = time.time()
+                t0 = time.perf_counter()
+                people = estimator.estimate(image, ts_ms)
+                tracks = tracker.update(people)
+                pose_ms = (time.perf_counter() - t0) * 1000
+                frame = frame_from_arrays(stream, seq_base + index, t_capture, source.width, source.height,
+                                          "openpose", people, tracks, pose_ms, joints=18)
+                if overlay is not None:
+                    overlay.add(frame, image)
+                if not emitter.frame(frame):
+                    reason = "stopped"
+                    break
+                n += 1
+                if args.max_frames and n >= args.max_frames:
+                    break
+            if source.decode_failures:
+                reason = f"error: {source.decode_failures} frame(s) could not be decoded"
+        finally:
+            emitter.end(reason)
+            estimator.close()
+            source.close()
             if overlay is not None:
-                overlay.add(frame, image)
-            if not emitter.frame(frame):
-                reason = "stopped"
-                break
-            n += 1
-            if args.max_frames and n >= args.max_frames:
-                break
-        if source.decode_failures:
-            reason = f"error: {source.decode_failures} frame(s) could not be decoded"
-    finally:
-        emitter.end(reason)
-        estimator.close()
-        source.close()
-        if overlay is not None:
-            overlay.close()
-    log.info("stream %s: %d frames captured", stream, n)
-    return 0
+                overlay.close()
+        log.info("stream %s: %d frames captured", stream, n)
+        return 0
+
+    return run_cli("capture", capture, debug=args.debug, errors=(SourceError, ValueError, OSError))
 
 
 if __name__ == "__main__":

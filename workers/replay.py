@@ -22,17 +22,17 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from pipeline.endpoints import split_list
 from pipeline.messages import MAX_BATCH_FRAMES, Frame, Person, batch_frames, sanitize_stream_id
 from pipeline.recording import read_recording
-from pipeline.endpoints import split_list
-from stgcn.graph import LAYOUTS
-from workers.config import (add_common_args, add_curve_args, add_sender_args, client_curve, load_pipeline_config,
-                            setup_logging, stop_on_signals)
+from pipeline.settings import load_settings
+from stgcn.graph import get_layout, layout_for_joints
+from workers.config import add_curve_args, add_sender_args, add_settings_args, client_curve, stop_on_signals
 from workers.emitter import StreamEmitter, read_resume_seq
 
 log = logging.getLogger("workers.replay")
 DEFAULT_BATCH = 128
-_LAYOUT_BY_JOINTS = {layout.num_node: name for name, layout in LAYOUTS.items()}
 
 
 class ReplayError(ValueError):
@@ -74,16 +74,21 @@ def load_frames(path: str | Path, index: int = 0, npy_offset: float = 0.0
             raise ReplayError(f"{path}: --index {index} outside 0..{data.shape[0] - 1}")
         sample = np.array(data[index], dtype=np.float32)  # (C, T, V, M)
         c, t, v, m = sample.shape
-        layout = _LAYOUT_BY_JOINTS.get(v)
-        if layout is None or c != 3:
-            raise ReplayError(f"{path}: {c} channels x {v} joints match no known layout")
+        unknown = ReplayError(f"{path}: {c} channels x {v} joints match no known layout")
+        if c != 3:
+            raise unknown
+        try:
+            layout = layout_for_joints(v)
+        except ValueError:
+            raise unknown from None
+        dims = get_layout(layout).dims
         valid = np.flatnonzero(np.abs(sample).reshape(c, t, -1).sum(axis=(0, 2)) > 0)
         frames = []
         for k in range(int(valid[-1]) + 1 if len(valid) else 0):
             persons = []
             for p in range(m):
                 kp = sample[:, k, :, p].T.copy()
-                present = kp[:, 2] > 0 if LAYOUTS[layout].dims == 2 else np.any(kp != 0, axis=1)
+                present = kp[:, 2] > 0 if dims == 2 else np.any(kp != 0, axis=1)
                 if present.any():
                     if npy_offset:
                         kp[present, :2] += npy_offset
@@ -115,7 +120,8 @@ def due_groups(frames: list[Frame], fps: float | None, start_seq: int = -1,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.replay", description=__doc__.split("\n")[0])
     parser.add_argument("path", help=".skel recording, Kinetics JSON clip or st-gcn *_data.npy")
-    add_common_args(parser)
+    add_settings_args(parser)
+    add_debug_flag(parser)
     add_sender_args(parser)
     parser.add_argument("--stream", help="stream id (default: from the file name)")
     rate = parser.add_mutually_exclusive_group()
@@ -132,37 +138,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.batch <= MAX_BATCH_FRAMES:
         parser.error(f"--batch must be in 1..{MAX_BATCH_FRAMES}")
-    setup_logging(args.debug)
+    setup_logging(args.debug, args.quiet)
     stop = stop_on_signals()
-    try:
-        cfg = load_pipeline_config(args.config)
+
+    def replay() -> int:
+        settings = load_settings(args.config)
         meta, frames = load_frames(args.path, args.index, args.npy_offset)
-        curve = client_curve(args, cfg)
-    except (ReplayError, ValueError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"replay: error: {exc}", file=sys.stderr)
-        return 2
-    stream = args.stream or sanitize_stream_id(Path(args.path).name.split(".")[0])
-    layout = frames[0].layout
-    meta.update(source=str(args.path), layout=layout, joints=frames[0].joints or LAYOUTS[layout].num_node,
-                width=frames[0].width, height=frames[0].height)
-    fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
-    start_seq = read_resume_seq(args.state_file)
-    emitter = StreamEmitter(split_list(args.connect) or cfg["endpoints"]["frames"], stream, meta, live=False,
-                            stop=stop, state_file=args.state_file, **curve)
-    log.info("replaying %s as stream %s to %s: %d frames at %s", args.path, stream, emitter.endpoint, len(frames),
-             f"{fps:g} fps" if fps else "full speed")
-    emitter.start()
-    reason = "eof"
-    for group in due_groups(frames, fps, -1 if start_seq is None else start_seq, args.batch):
-        now = time.time()
-        group = [replace(frame, stream=stream, t_capture=now) for frame in group]
-        if not all(emitter.frame(msg) for msg in (group if len(group) == 1 else batch_frames(group, args.batch))):
-            reason = "stopped"
-            break
-    emitter.end(reason)
-    return 0
+        curve = client_curve(args, settings)
+        stream = args.stream or sanitize_stream_id(Path(args.path).name.split(".")[0])
+        layout = frames[0].layout
+        meta.update(source=str(args.path), layout=layout, joints=frames[0].joints or get_layout(layout).num_node,
+                    width=frames[0].width, height=frames[0].height)
+        fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
+        start_seq = read_resume_seq(args.state_file)
+        emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta, live=False,
+                                stop=stop, state_file=args.state_file, **curve)
+        log.info("replaying %s as stream %s to %s: %d frames at %s", args.path, stream, emitter.endpoint,
+                 len(frames), f"{fps:g} fps" if fps else "full speed")
+        emitter.start()
+        reason = "eof"
+        for group in due_groups(frames, fps, -1 if start_seq is None else start_seq, args.batch):
+            now = time.time()
+            group = [replace(frame, stream=stream, t_capture=now) for frame in group]
+            if not all(emitter.frame(msg) for msg in (group if len(group) == 1 else batch_frames(group, args.batch))):
+                reason = "stopped"
+                break
+        emitter.end(reason)
+        return 0
+
+    return run_cli("replay", replay, debug=args.debug)
 
 
 if __name__ == "__main__":
