@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.transport import create_certificates
 
 log = logging.getLogger("pipeline.keys")
@@ -53,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", help="folder to write the certificates into (created if missing)")
     parser.add_argument("names", nargs="+", metavar="NAME", help="one certificate pair per name, e.g. server camera1")
     parser.add_argument("--force", action="store_true", help="replace existing certificates of these names")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        written = make_keys(args.directory, args.names, args.force)
-    except (ValueError, OSError) as exc:
-        print(f"keys: error: {exc}", file=sys.stderr)
-        return 2
-    for public, secret in written:
-        log.info("wrote %s (public) and %s (secret)", public, secret)
-    return 0
+    setup_logging(args.debug)
+
+    def keys() -> int:
+        for public, secret in make_keys(args.directory, args.names, args.force):
+            log.info("wrote %s (public) and %s (secret)", public, secret)
+        return 0
+
+    return run_cli("keys", keys, debug=args.debug)
 
 
 if __name__ == "__main__":

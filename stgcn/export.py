@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_model
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+
+from .checkpoint import load_model
 from .model import STGCN
 
 log = logging.getLogger("stgcn.export")
@@ -219,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                                              "(default: shared/data/utd-mhad)")
     parser.add_argument("--check-batch", type=int, default=8, help="the larger batch size of the check")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest relative error accepted")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.debug)
     for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # the exporter's pass-by-pass notes
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
+
+    def export() -> int:
         model = load_model(args.weights)
         window = model_window(model, args.window)
         if args.check_batch < 2:
@@ -240,17 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_check:
             return 0
         errors = compare(path, model, inputs, (1, args.check_batch))
-    except (ValueError, FileNotFoundError, CheckpointError, ImportError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    worst = max(e for per in errors.values() for e in per.values())
-    for b, per in errors.items():
-        print(f"batch {b}: max relative error vs PyTorch " + ", ".join(f"{k} {v:.2e}" for k, v in per.items()))
-    print(f"max relative error {worst:.2e} (tolerance {args.tolerance:.0e}): {'ok' if worst <= args.tolerance else 'FAILED'}")
-    return 0 if worst <= args.tolerance else 1
+        worst = max(e for per in errors.values() for e in per.values())
+        for b, per in errors.items():
+            print(f"batch {b}: max relative error vs PyTorch " + ", ".join(f"{k} {v:.2e}" for k, v in per.items()))
+        print(f"max relative error {worst:.2e} (tolerance {args.tolerance:.0e}): "
+              f"{'ok' if worst <= args.tolerance else 'FAILED'}")
+        return 0 if worst <= args.tolerance else 1
 
+    return run_cli(parser.prog, export, debug=args.debug, errors=(ValueError, OSError, ImportError))
 
 if __name__ == "__main__":
     sys.exit(main())

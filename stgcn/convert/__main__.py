@@ -8,7 +8,11 @@ import logging
 import sys
 import time
 
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+
 from .common import ConversionError
+
+CONVERSION_FAILED = 1  # exit status of a conversion stopped by a bad input file
 
 
 def _common(p: argparse.ArgumentParser, persons: bool = True) -> None:
@@ -20,7 +24,7 @@ def _common(p: argparse.ArgumentParser, persons: bool = True) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable input files with a warning")
     p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    add_debug_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,22 +90,18 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    t0 = time.perf_counter()
-    try:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+
+    def convert() -> int:
+        t0 = time.perf_counter()
         result = run(args)
-    except (ConversionError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; nothing partial was left in place", file=sys.stderr)
-        return 130
-    logging.getLogger("stgcn.convert").info("done in %.1f s: %s", time.perf_counter() - t0, json.dumps(result))
-    return 0
+        logging.getLogger("stgcn.convert").info("done in %.1f s: %s", time.perf_counter() - t0, json.dumps(result))
+        return 0
+
+    return run_cli(parser.prog, convert, debug=args.debug, errors=(ConversionError, OSError),
+                   code=CONVERSION_FAILED)
 
 
 if __name__ == "__main__":
