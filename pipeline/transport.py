@@ -476,9 +476,9 @@ class ResultPublisher:
         except zmq.Again:
             log.debug("%s: result for %s dropped", self.endpoint, topic)
 
-    def close(self) -> None:
-        """Close the socket."""
-        self._sock.close()
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; ``linger_ms``: how long records still queued may take to go out."""
+        self._sock.close(linger_ms)
 
     def __enter__(self) -> ResultPublisher:
         return self

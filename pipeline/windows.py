@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .ring_buffer import RingBuffer
+from .settings import InferenceSettings
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,16 @@ class WindowRules:
             raise ValueError(f"the model's window of {self.window} frames is longer than "
                              f"inference.buffer_frames ({self.buffer_frames}); raise buffer_frames")
         if not 2 <= self.min_frames <= self.window:
-            raise ValueError(f"inference.min_frames {self.min_frames} must be between 2 and the model's "
-                             f"window ({self.window})")
+            raise ValueError(f"min_frames {self.min_frames} must be between 2 and the window ({self.window})")
         if self.stride < 1 or self.max_gap < 0:
             raise ValueError(f"stride must be >= 1 and max_gap >= 0 (got {self.stride}, {self.max_gap})")
+
+    @classmethod
+    def serving(cls, window: int, settings: InferenceSettings, device_type: str) -> WindowRules:
+        """The rules for a model with this window on this device; ``min_frames`` is capped at the
+        window (a short-window model answers once its window is full)."""
+        return cls(window, settings.stride.on(device_type), max(2, min(settings.min_frames, window)),
+                   settings.buffer_frames, settings.max_gap)
 
     def buffer(self, joints: int, persons: int, channels: int = 3) -> RingBuffer:
         """A stream's ring buffer under these rules."""

@@ -34,6 +34,8 @@ from pipeline.messages import (
 )
 from pipeline.transport import FrameSender, ResultSubscriber
 from pipeline.endpoints import free_endpoint
+from pipeline.results import Result, StreamEnded
+from tests.conftest import final_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -270,21 +272,19 @@ def test_fuzz_inference_worker_input(tiny_weights):
             if got is None:
                 assert proc.poll() is None, "the inference worker died on bad input"
                 continue
-            if got[1].get("type") == "end" and got[0] == "fz":
+            if isinstance(got, StreamEnded) and got.stream == "fz":
                 break
-            if got[1].get("type") == "result":
-                results.append(got[1]["seq"])
+            if isinstance(got, Result):
+                results.append(got.seq)
         else:
             raise AssertionError(f"no end of stream within 60 s ({len(results)} results)")
         # window 16 (min_frames is capped at the window), stride 1: every frame from seq 15 on
         assert results == list(range(15, n_good))
         assert proc.poll() is None, "bad messages never stop the worker"
         proc.send_signal(signal.SIGTERM)
+        stats = final_stats(sub)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out[-3000:]
-        lines = [line for line in out.splitlines() if "final stats " in line]
-        assert lines, out[-3000:]
-        stats = json.loads(lines[-1].split("final stats ", 1)[1])
         assert stats["bad_messages"] == len(bad), "every bad message counted, oversized ones never decoded"
         assert stats["frames_in"] == n_good and stats["bad_frames"] == 0 and stats["windows"] == n_good - 15
         assert oversized >= 4

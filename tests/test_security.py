@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.messages import Frame, Person, StreamStart
 from pipeline.recording import RecordingWriter
 from pipeline.transport import FrameSender, ResultSubscriber, load_keypair, load_public_key
+from tests.conftest import final_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -129,6 +130,8 @@ def test_keyed_clients_get_through_and_unkeyed_or_unlisted_peers_do_not(tmp_path
     mallory = load_keypair(keys / "mallory.key_secret")
     keyless_sub = ResultSubscriber(results_ep)
     mallory_sub = ResultSubscriber(results_ep, server_public=server_public, client_keys=mallory)
+    keyed_sub = ResultSubscriber(results_ep, server_public=server_public,
+                                 client_keys=load_keypair(keys / "sink.key_secret"))
     keyless_tx = FrameSender(frames_ep, live=True, linger_ms=0)
     mallory_tx = FrameSender(frames_ep, live=True, linger_ms=0, server_public=server_public, client_keys=mallory)
     replay = None
@@ -162,10 +165,10 @@ def test_keyed_clients_get_through_and_unkeyed_or_unlisted_peers_do_not(tmp_path
         assert {r["stream"] for r in rows} == {"walk"}
         assert [r["seq"] for r in rows] == list(range(15, N_FRAMES)), "window 16, stride 1: every frame from 15 on"
         worker.send_signal(signal.SIGTERM)
+        stats = final_stats(keyed_sub)
         worker.wait(30)
         text = logs["worker"].read_text()
         assert worker.returncode == 0, diagnosis()
-        stats = json.loads([line for line in text.splitlines() if "final stats " in line][-1].split("final stats ", 1)[1])
         assert stats["frames_in"] == N_FRAMES and stats["bad_messages"] == 0, "no frame of the intruders got in"
         assert "intruder" not in text and "stream mallory" not in text
         assert "refused a CURVE client whose key is not in the allowed list" in text

@@ -52,8 +52,7 @@ class InferenceWorker:
         device = engine.device.type
         self.engine = engine
         self.name = name  # in every result: which worker a stream is pinned to
-        self.rules = WindowRules(engine.window, settings.stride.on(device), settings.min_frames,
-                                 settings.buffer_frames, settings.max_gap)
+        self.rules = WindowRules.serving(engine.window, settings, device)
         self.persons = settings.persons
         self.record_dir = Path(record_dir) if record_dir else None
         if self.record_dir is not None:
@@ -305,7 +304,7 @@ class InferenceWorker:
         self.publish_stats(final=True)
         self.instruments.close()
         self.receiver.close()
-        self.publisher.close()
+        self.publisher.close(linger_ms=1000)  # the final stats record goes out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
 
 from pipeline.messages import StreamEnd, StreamStart, decode, encode, frame_from_arrays
+from pipeline.results import StreamEnded, WorkerStats
 from pipeline.transport import (
     FrameReceiver, FrameSender, ResultPublisher, ResultSubscriber, SenderStopped, SendTimeout,
     allowed_keys_from_dir, check_bind_endpoint, create_certificates, generate_keypair, is_loopback_endpoint,
@@ -269,42 +271,48 @@ def test_oversized_messages_are_refused_at_both_ends() -> None:
 
 # --- results -------------------------------------------------------------------------------
 
-def test_results_are_published_and_filtered_by_exact_stream() -> None:
+def test_records_are_published_and_filtered_by_exact_stream() -> None:
     with ResultPublisher(LOOPBACK) as pub, \
             ResultSubscriber(pub.endpoint) as sub_all, \
             ResultSubscriber(pub.endpoint, streams=["cam1"]) as sub_one:
         def joined() -> bool:
-            pub.send("cam1", {"hello": True})
+            pub.publish(StreamEnded("cam1", "hello"))
             return sub_one.recv(50) is not None and sub_all.recv(50) is not None
         assert wait_until(joined), "subscribers never joined"
         while sub_all.recv(100) is not None or sub_one.recv(0) is not None:
             pass
-        pub.send("cam10", {"seq": 1})
-        pub.send("cam1", {"seq": 2, "scores": np.array([0.25, 0.75], np.float32), "top": np.int64(3)})
-        assert sub_all.recv(5000) == ("cam10", {"seq": 1})
-        assert sub_all.recv(5000) == ("cam1", {"seq": 2, "scores": [0.25, 0.75], "top": 3})
-        assert sub_one.recv(5000) == ("cam1", {"seq": 2, "scores": [0.25, 0.75], "top": 3})
-        assert sub_one.recv(200) is None, "cam10 must not match the cam1 subscription"
+        stats = WorkerStats("w", 1.0, False, {"frames_in": np.int64(3)})
+        pub.publish(StreamEnded("cam10", "eof"))
+        pub.publish(stats)
+        pub.publish(StreamEnded("cam1", "eof"))
+        assert sub_all.recv(5000) == StreamEnded("cam10", "eof")
+        assert sub_all.recv(5000) == WorkerStats("w", 1.0, False, {"frames_in": 3})
+        assert sub_all.recv(5000) == StreamEnded("cam1", "eof")
+        assert sub_one.recv(5000) == StreamEnded("cam1", "eof"), "neither cam10 nor the stats match cam1"
+        assert sub_one.recv(200) is None
         with pytest.raises(ValueError):
             pub.send("bad/topic", {})
 
 
-def test_subscriber_skips_and_counts_malformed_results() -> None:
+def test_subscriber_skips_and_counts_malformed_records() -> None:
     raw = zmq.Context.instance().socket(zmq.PUB)
     port = raw.bind_to_random_port("tcp://127.0.0.1")
+    end = msgpack.packb({"type": "end", "v": 1, "stream": "s", "reason": "eof"})
     with ResultSubscriber(f"tcp://127.0.0.1:{port}") as sub:
         def joined() -> bool:
-            raw.send_multipart([b"s", b"\x80"])  # an empty map: a valid result
+            raw.send_multipart([b"s", end])
             return sub.recv(50) is not None
         assert wait_until(joined)
         while sub.recv(100) is not None:
             pass
-        raw.send_multipart([b"s", b"\xc1"])
-        raw.send_multipart([b"s", b"\x91\x01"])
+        raw.send_multipart([b"s", b"\xc1"])  # not msgpack
+        raw.send_multipart([b"s", b"\x91\x01"])  # not a map
         raw.send(b"single part")
-        raw.send_multipart([b"s", b"\x81\xa1k\x01"])
-        assert sub.recv(5000) == ("s", {"k": 1})
-        assert sub.bad == 3
+        raw.send_multipart([b"s", b"\x80"])  # a map but no record
+        raw.send_multipart([b"t", end])  # a record under another stream's topic
+        raw.send_multipart([b"s", end])
+        assert sub.recv(5000) == StreamEnded("s", "eof")
+        assert sub.bad == 5
     raw.close(0)
 
 

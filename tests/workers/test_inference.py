@@ -1,6 +1,5 @@
 """The inference worker as a real process on real ZeroMQ loopback sockets."""
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from pipeline.messages import Frame, FrameBatch, Person, StreamEnd, StreamStart,
 from pipeline.recording import read_recording
 from pipeline.transport import FrameSender, ResultSubscriber
 from pipeline.endpoints import free_endpoint
+from pipeline.results import Result, StreamEnded
+from tests.conftest import final_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def worker(tiny_weights, tmp_path):
     frames_ep, results_ep = free_endpoint(), free_endpoint()
+    config = tmp_path / "diagnostics.yaml"  # laid over configs/pipeline.yaml: the timing probes on
+    config.write_text("inference:\n  diagnostics: true\n")
     proc = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish", results_ep,
                              "--weights", str(tiny_weights), "--device", "cpu", "--stride", "4",
-                             "--record", str(tmp_path / "rec")],
+                             "--record", str(tmp_path / "rec"), "--config", str(config)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sub = ResultSubscriber(results_ep)
@@ -51,10 +54,10 @@ def collect(sub, stream, timeout=60.0):
         got = sub.recv(timeout_ms=200)
         if got is None:
             continue
-        if got[1].get("type") == "end" and got[0] == stream:
+        if isinstance(got, StreamEnded) and got.stream == stream:
             return results
-        if got[1].get("type") == "result":
-            results.append(got[1])
+        if isinstance(got, Result):
+            results.append(got.to_json())
     raise AssertionError(f"no end for {stream} within {timeout} s ({len(results)} results)")
 
 
@@ -88,11 +91,10 @@ def test_classifies_every_stride_survives_bad_input_and_records(worker):
     assert set(r["latency_ms"]) == {"pose", "transport", "queue", "inference", "total"} and r["latency_ms"]["pose"] == 5
     assert proc.poll() is None, "bad messages never stop the worker"
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=15)
+    final = final_stats(sub)
+    proc.communicate(timeout=15)
     assert proc.returncode == 0
-    stats = [line for line in out.splitlines() if "final stats" in line][-1]
-    assert '"bad_messages": 5' in stats and '"bad_frames": 1' in stats and f'"frames_in": {n + 1}' in stats
-    final = json.loads(stats.split("final stats ", 1)[1])
+    assert final["bad_messages"] == 5 and final["bad_frames"] == 1 and final["frames_in"] == n + 1
     assert final["gc"]["frozen"] > 10000 and len(final["gc"]["collections"]) == 3  # torch's heap is out of the walks
     longest = final["loop_ms"]["longest"]  # the worst loop iteration, split by phase
     assert longest["ms"] >= max(longest["read_ms"], longest["finish_ms"], longest["start_ms"], longest["stats_ms"]) > 0
@@ -164,10 +166,10 @@ def test_a_batched_stream_gives_the_results_of_its_frames_sent_one_by_one(worker
         got = sub.recv(timeout_ms=200)
         if got is None:
             continue
-        if got[1].get("type") == "end":
-            ended.add(got[0])
-        elif got[1].get("type") == "result":
-            results[got[0]].append(got[1])
+        if isinstance(got, StreamEnded):
+            ended.add(got.stream)
+        elif isinstance(got, Result):
+            results[got.stream].append(got.to_json())
     sender.close()
     assert ended == {"one", "many"}
     one, many = results["one"], results["many"]
@@ -178,10 +180,10 @@ def test_a_batched_stream_gives_the_results_of_its_frames_sent_one_by_one(worker
         np.testing.assert_allclose([t["score"] for t in a["top"]], [t["score"] for t in b["top"]], atol=1e-4)
         np.testing.assert_allclose(a["next_frame"], b["next_frame"], atol=1e-4)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=15)
-    stats = [line for line in out.splitlines() if "final stats" in line][-1]
+    stats = final_stats(sub)
+    proc.communicate(timeout=15)
     # the stale frames of both streams, the other layout, the corrupt batch
-    assert '"stale_frames": 5' in stats and '"bad_frames": 1' in stats and '"bad_messages": 1' in stats
+    assert stats["stale_frames"] == 5 and stats["bad_frames"] == 1 and stats["bad_messages"] == 1
     rec_one, rec_many = read_recording(rec_dir / "one.skel"), read_recording(rec_dir / "many.skel")
     assert [replace(f, stream="x") for f in rec_many.frames] == [replace(f, stream="x") for f in rec_one.frames]
     assert [f.seq for f in rec_many.frames] == seqs
