@@ -1,6 +1,6 @@
 """Frame arrival delay of one live 30 fps stream, without the inference worker: where do frames wait?
 
-    python bench/arrival.py [--frames 300] [--loops plain worker-like torch] [--spinners 0 16]
+    python -m bench.arrival [--frames 300] [--loops plain worker-like torch] [--spinners 0 16]
 
 A sender process sends one stream at ``--fps`` through a live ``FrameSender`` (as the e2e
 bench's senders do); this process receives with ``FrameReceiver.recv_many`` and records, for
@@ -21,24 +21,21 @@ Prints a table and writes bench/results/arrival_<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.transport import FrameReceiver, FrameSender  # noqa: E402
+from bench.common import RESULTS, machine, summary_ms, write_results
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from pipeline.endpoints import free_endpoint
+from pipeline.transport import FrameReceiver, FrameSender
 
 
 def send(endpoint: str, frames: int, fps: float) -> None:
@@ -92,7 +89,7 @@ def engine_job() -> tuple[Callable[[], None], str]:
     from stgcn import DEFAULT_WEIGHTS
     from stgcn.engine import Engine
 
-    engine = Engine(DEFAULT_WEIGHTS, "auto")
+    engine = Engine(DEFAULT_WEIGHTS, "auto", persons=2)
     window = np.random.default_rng(0).uniform(0.2, 0.8, engine.sample_shape).astype(np.float32)
 
     def job() -> None:
@@ -114,9 +111,9 @@ def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]
     busy = [ctx.Process(target=spin, daemon=True) for _ in range(spinners)]
     for p in busy:
         p.start()
-    receiver = FrameReceiver("tcp://127.0.0.1:0")
+    receiver = FrameReceiver(free_endpoint())
     pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.bind("tcp://127.0.0.1:0")
+    pub.bind(free_endpoint())
     sender = ctx.Process(target=send, args=(receiver.endpoint, frames, fps))
     sender.start()
     delays: list[float] = []
@@ -141,10 +138,8 @@ def measure(loop: str, frames: int, fps: float, spinners: int) -> dict[str, Any]
             p.kill()
         receiver.close()
         pub.close(0)
-    a = np.asarray(delays or [np.nan])
     return {"loop": loop, "spinners": spinners, "job_device": device, "frames": frames, "received": len(delays),
-            "bunched_reads": bunched, "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "max_ms": float(a.max()), "over_20ms": int((a > 20).sum())}
+            "bunched_reads": bunched, **summary_ms(delays), "over_20ms": int((np.asarray(delays) > 20).sum())}
 
 
 def fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
@@ -155,7 +150,8 @@ def fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[2:]),
+    p = argparse.ArgumentParser(prog="python -m bench.arrival", description=__doc__.split("\n")[0],
+                                epilog="\n".join(__doc__.split("\n")[2:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300, help="frames per measurement")
     p.add_argument("--fps", type=float, default=30.0)
@@ -163,22 +159,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loops", nargs="+", choices=loops, default=list(loops[:3]))
     p.add_argument("--spinners", type=int, nargs="+", default=[0], help="niced busy processes beside it")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/arrival_<device>.json)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    setup_logging(args.debug)
+    return run_cli(p.prog, lambda: run(args), debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
     rows = [fresh(measure, loop, args.frames, args.fps, n) for n in args.spinners for loop in args.loops]
     print(f"{'loop':<12} {'spinners':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'>20 ms':>7} {'bunched':>8}")
     for r in rows:
-        print(f"{r['loop']:<12} {r['spinners']:>8} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} "
+        print(f"{r['loop']:<12} {r['spinners']:>8} {fmt(r['p50_ms'])} {fmt(r['p99_ms'])} {fmt(r['max_ms'])} "
               f"{r['over_20ms']:>7} {r['bunched_reads']:>8}")
-    gpu = any(r["job_device"].startswith("cuda") for r in rows)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores" + (" (GPU machine)" if gpu else "")
-    out = {"machine": machine, "date": date.today().isoformat(),
-           "config": {"frames": args.frames, "fps": args.fps},
-           "metrics": {f"arrival_p99_ms_{r['loop']}_spin{r['spinners']}": r["p99_ms"] for r in rows}, "rows": rows}
-    path = args.out or ROOT / "bench" / "results" / f"arrival_{'cuda' if gpu else 'cpu'}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    gpu = next((r["job_device"] for r in rows if r["job_device"].startswith("cuda")), None)
+    kind = "cuda" if gpu else "cpu"
+    write_results(f"arrival_{kind}", {
+        "machine": machine(gpu or "cpu"), "config": {"frames": args.frames, "fps": args.fps},
+        "metrics": {f"arrival_p99_ms_{r['loop']}_spin{r['spinners']}": r["p99_ms"] for r in rows}, "rows": rows},
+        args.out or RESULTS / f"arrival_{kind}.json")
     return 0
+
+
+def fmt(ms: float | None) -> str:
+    return f"{ms:>7.2f}" if ms is not None else f"{'-':>7}"
 
 
 if __name__ == "__main__":

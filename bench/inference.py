@@ -1,7 +1,7 @@
 """Inference throughput and latency: the original forward against the serving engine, one run.
 
-    python bench/inference.py --device cuda [--windows 300 128] [--batches 1 2 4 ... 256]
-    python bench/inference.py --device cpu
+    python -m bench.inference --device cuda [--windows 300 128] [--batches 1 2 4 ... 256]
+    python -m bench.inference --device cpu
 
 Modes, each on the same inputs (realistic windows, never zeros):
 
@@ -18,7 +18,7 @@ clock around the call, which ends synchronised. FLOPs per window are counted by
 ``torch.utils.flop_counter`` on the original forward; the bf16 matrix-product ceiling is
 measured in the same run. On CUDA the shipped model's real windows (``--real``, an npz of raw
 UTD-MHAD test windows) check fp16 and bf16 against float32: logit error, top-1 agreement.
-Writes ``bench/results/inference_<device>.json`` and, on CUDA, a kernel profile of the engine.
+Writes ``bench/results/inference_<device>.json`` (or ``--out``) and, on CUDA, a kernel profile of the engine.
 """
 
 from __future__ import annotations
@@ -26,29 +26,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from stgcn import DEFAULT_WEIGHTS  # noqa: E402
-from stgcn.engine import Engine  # noqa: E402
-from stgcn.fast import FastSTGCN  # noqa: E402
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (GPU machine), torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+from bench.common import RESULTS, machine, write_results
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from stgcn import DEFAULT_WEIGHTS, load_model
+from stgcn.engine import Engine
+from stgcn.fast import FastSTGCN
+from stgcn.graph import get_layout
 
 
 def raw_windows(batch: int, window: int, real: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
@@ -158,8 +150,8 @@ def profile_engine(engine: Engine, windows: np.ndarray, path: Path) -> None:
     path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="+", help="default 1..256 on CUDA, 1 2 4 8 on the CPU")
@@ -169,8 +161,14 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--real", help="npz with raw real windows x (N, 3, T, 18, 2) and labels y")
     p.add_argument("--modes", nargs="+", help="subset of modes to run")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, help="JSON path (default bench/results/inference_<device>.json)")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    setup_logging(args.debug)
+    return run_cli(p.prog, lambda: run(args), debug=args.debug)
 
+
+def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     torch.manual_seed(0)
@@ -179,21 +177,25 @@ def main() -> int:
     if args.real:
         data = np.load(args.real)
         real, labels = data["x"].astype(np.float32), data["y"]
-    base = Engine(args.weights, args.device, graphs=False)
-    windows = args.windows or ([300, base.window] if cuda else [base.window])
+    base = load_model(args.weights)  # the checkpoint's window, layout, joints and classes
+    base_window = base.config["window"]
+    windows = args.windows or ([300, base_window] if cuda else [base_window])
     batches = args.batches or ([1, 2, 4, 8, 16, 32, 64, 128, 256] if cuda else [1, 2, 4, 8])
     modes = args.modes or (["original_fp32", "original_bf16", "fast", "fast_graph", "engine"] if cuda
                            else ["original_fp32", "engine"])
-    results: dict = {"machine": machine(device), "date": date.today().isoformat(), "metrics": {}, "rows": [],
-                     "config": {"weights": Path(args.weights).name, "layout": base.layout, "joints": base.joints,
-                                "persons": 2, "classes": base.num_class, "device": str(device), "modes": modes}}
+    results: dict = {"machine": machine(device, with_torch=True), "metrics": {}, "rows": [],
+                     "config": {"weights": Path(args.weights).name,
+                                "layout": get_layout(base.config["model"]["graph_args"]["layout"]).name,
+                                "joints": int(base.A.shape[-1]), "persons": 2,
+                                "classes": int(base.config["model"]["num_class"]),
+                                "device": str(device), "modes": modes}}
     metrics = results["metrics"]
     if cuda:
         metrics["matmul_bf16_tflops_measured"] = matmul_ceiling(device)
         print(f"bf16 matmul ceiling measured: {metrics['matmul_bf16_tflops_measured']:.0f} TFLOP/s", flush=True)
 
     for window in windows:
-        engine = Engine(args.weights, args.device, window=window)
+        engine = Engine(args.weights, args.device, persons=2, window=window)
         model = engine.model
         fast = engine.net if isinstance(engine.net, FastSTGCN) else FastSTGCN(model)
         big = raw_windows(max(batches), window, real, rng)
@@ -237,11 +239,11 @@ def main() -> int:
             metrics[f"engine_graph_vs_eager_max_abs_w{window}"] = max(
                 float(np.abs(graphed_probs - eager[0].cpu().numpy()).max()),
                 float(np.abs(graphed_next - eager[1].cpu().numpy()).max()) if engine.predicts else 0.0)
-        if cuda and window == base.window and real is not None:
+        if cuda and window == base_window and real is not None:
             reduced = {"fp16": FastSTGCN(model, torch.float16), "bf16": FastSTGCN(model, torch.bfloat16)}
             metrics.update(accuracy_check(engine, reduced, real, labels))
         if cuda and window == windows[0]:
-            profile_engine(engine, big, ROOT / "bench" / "results" / "inference_cuda_profile.txt")
+            profile_engine(engine, big, RESULTS / "inference_cuda_profile.txt")
 
     def rate(mode: str, b: int, window: int) -> float | None:
         return next((r["windows_per_s"] for r in results["rows"]
@@ -270,11 +272,8 @@ def main() -> int:
     if not cuda:
         metrics["cpu_stride_for_30fps"] = math.ceil(30 / rate("engine", 1, head))
         print(f"one 30 fps stream needs stride >= {metrics['cpu_stride_for_30fps']} on this CPU")
-    path = ROOT / "bench" / "results" / f"inference_{device.type}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
     print(json.dumps(metrics, indent=1))
-    print(f"wrote {path.relative_to(ROOT)}")
+    write_results(f"inference_{device.type}", results, args.out)
     return 0
 
 

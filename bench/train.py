@@ -1,9 +1,9 @@
 """Training throughput: samples/s of the real training path, data loading from a memory-mapped npy file.
 
-    python bench/train.py --device cuda [--batch-sizes 64 256] [--compile] [--workers 8]
-    python bench/train.py --device cpu --steps 3 --samples 256 --frames 64 --window 32
+    python -m bench.train --device cuda [--batch-sizes 64 256] [--compile] [--workers 8]
+    python -m bench.train --device cpu --steps 3 --samples 256 --frames 64 --window 32
 
-Everything but the loop's bookkeeping is ``stgcn/train.py``'s: the datasets (``SkeletonDataset``,
+Everything but the loop's bookkeeping is the training code's: the datasets (``SkeletonDataset``,
 memory-mapped, augmented in DataLoader workers), the loaders (pinned memory, per-epoch shuffling),
 the model, SGD and :func:`stgcn.train.train_step` (autocast, ``non_blocking`` copies, loss,
 backward, step), plus the loss sums the training loop keeps on the device (read back once).
@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
-import os
 import pickle
-import platform
 import sys
 import tempfile
 import time
@@ -50,24 +47,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from stgcn.checkpoint import CheckpointError, build_model  # noqa: E402
-from stgcn.config import load_config  # noqa: E402
-from stgcn.data.dataset import load_class_names  # noqa: E402
-from stgcn.graph import get_layout  # noqa: E402
-from stgcn.train import (build_datasets, epoch_loaders, make_optimizer, prepare_net, serving_config,  # noqa: E402
-                         train_step)
+from bench.common import RESULTS, ROOT, machine, write_results
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from stgcn.checkpoint import build_model
+from stgcn.config import load_config, serving_config
+from stgcn.data import available_cpus, build_datasets, load_class_names, resolve_workers
+from stgcn.engine import pick_device
+from stgcn.graph import get_layout
+from stgcn.train import epoch_loaders, make_optimizer, prepare_net, train_step
 
 log = logging.getLogger("bench.train")
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (GPU machine), torch {torch.__version__}"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 def write_dataset(folder: Path, samples: int, frames: int, layout: str, persons: int = 2, classes: int = 400,
@@ -193,7 +182,7 @@ def run_mode(cfg: dict, datasets: dict, batch: int, mode: str, device: torch.dev
     model = build_model(serve["model"]).to(device).train()
     optimizer = make_optimizer(model, tcfg)
     net = prepare_net(model, tcfg, device)
-    workers = int(cfg["data"].get("num_workers", 2))
+    workers = resolve_workers(cfg["data"].get("num_workers", "auto"))
     next_weight, clip = float(tcfg.get("next_frame_weight", 10.0)), float(tcfg.get("clip_grad_norm", 0.0))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -243,7 +232,7 @@ def run_mode(cfg: dict, datasets: dict, batch: int, mode: str, device: torch.dev
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--config", default=str(ROOT / "configs/train/kinetics.yaml"),
                         help="training config: model, task, augmentation, optimiser (its data is replaced)")
@@ -266,66 +255,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the model")
     parser.add_argument("--profile", action="store_true", help="write a kernel profile of each mode (CUDA)")
     parser.add_argument("--out", help="JSON path (default bench/results/train_<device>.json)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.device == "auto":
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-        device = torch.device(args.device)
-        if device.type == "cuda" and device.index is not None:
-            torch.cuda.set_device(device)
-        if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
-            raise ValueError("--steps and --batch-sizes must be >= 1, --warmup >= 0")
-        workers = args.workers if args.workers is not None else min(8 if device.type == "cuda" else 2,
-                                                                    os.cpu_count() or 1)
-        modes = args.modes or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
-        modes += [f"{m}+compile" for m in modes if "+" not in m] if args.compile else []
-        for m in modes:
-            parse_mode(m)
-        base = load_config(args.config)
-        classes = class_count(base, args.classes)
-        layout = base.get("data", {}).get("layout", base["model"].get("graph_args", {}).get("layout", "openpose"))
-        with tempfile.TemporaryDirectory(prefix="stgcn-bench-train-") as tmp:
-            if args.data:
-                data = Path(args.data)
-                samples = None
-            else:
-                samples = args.samples or max(4096, (args.warmup + args.steps) * max(args.batch_sizes))
-                data = Path(args.keep_data) if args.keep_data else Path(tmp)
-                log.info("writing %d samples (3, %d, %d, %d) to %s", samples, args.frames,
-                         get_layout(layout).num_node, args.persons, data)
-                write_dataset(data, samples, args.frames, layout, args.persons, classes,
-                              base.get("data", {}).get("source_format", "raw"))
-            cfg = bench_config(base, data, args.window, workers, args.frames)
-            datasets = build_datasets(cfg, splits=("train",), seed=int(cfg.get("train", {}).get("seed", 0)))
-            any_ds = datasets.get("train") or datasets["train_next"]
-            log.info("%s, task %s, window %d, %d workers, %s", any_ds, cfg.get("train", {}).get("task", "classify"),
-                     cfg["data"]["window"], workers, machine(device))
-            out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"train_{device.type}.json"
-            profile = out.with_name(out.stem + "_profile.txt") if args.profile and device.type == "cuda" else None
-            if profile is not None:
-                profile.parent.mkdir(parents=True, exist_ok=True)
-                profile.write_text(f"# CUDA kernels of training steps, {machine(device)}, {date.today()}\n\n")
-            rows = []
-            for batch in args.batch_sizes:
-                for mode in modes:
-                    try:
-                        rows.append(run_mode(cfg, datasets, batch, mode, device, args.warmup, args.steps,
-                                             profile=profile))
-                    except Exception as exc:  # one failing mode (e.g. compile without a compiler) must not end the run
-                        if args.debug:
-                            raise
-                        log.error("batch %d %s failed: %s", batch, mode, str(exc).strip().splitlines()[0][:300])
-                        rows.append({"batch": batch, "mode": mode, "error": str(exc).strip().splitlines()[0][:300]})
-    except (ValueError, FileNotFoundError, CheckpointError, KeyError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"\nTraining samples/s, {machine(device)}, {len(any_ds)} samples (3, {any_ds.shape[2]}, "
+    setup_logging(args.debug)
+    return run_cli(parser.prog, lambda: run(args), debug=args.debug, errors=(ValueError, OSError, KeyError))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time every batch size and mode; the exit status (1: no mode ran)."""
+    device = pick_device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
+        raise ValueError("--steps and --batch-sizes must be >= 1, --warmup >= 0")
+    workers = args.workers if args.workers is not None else min(8 if device.type == "cuda" else 2,
+                                                                available_cpus())
+    modes = args.modes or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    modes += [f"{m}+compile" for m in modes if "+" not in m] if args.compile else []
+    for m in modes:
+        parse_mode(m)
+    base = load_config(args.config)
+    classes = class_count(base, args.classes)
+    layout = base.get("data", {}).get("layout", base["model"].get("graph_args", {}).get("layout", "openpose"))
+    with tempfile.TemporaryDirectory(prefix="stgcn-bench-train-") as tmp:
+        if args.data:
+            data = Path(args.data)
+            samples = None
+        else:
+            samples = args.samples or max(4096, (args.warmup + args.steps) * max(args.batch_sizes))
+            data = Path(args.keep_data) if args.keep_data else Path(tmp)
+            log.info("writing %d samples (3, %d, %d, %d) to %s", samples, args.frames,
+                     get_layout(layout).num_node, args.persons, data)
+            write_dataset(data, samples, args.frames, layout, args.persons, classes,
+                          base.get("data", {}).get("source_format", "raw"))
+        cfg = bench_config(base, data, args.window, workers, args.frames)
+        datasets = build_datasets(cfg, splits=("train",), seed=int(cfg.get("train", {}).get("seed", 0)))
+        any_ds = datasets.get("train") or datasets["train_next"]
+        log.info("%s, task %s, window %d, %d workers, %s", any_ds, cfg.get("train", {}).get("task", "classify"),
+                 cfg["data"]["window"], workers, machine(device, with_torch=True))
+        out = Path(args.out) if args.out else RESULTS / f"train_{device.type}.json"
+        profile = out.with_name(out.stem + "_profile.txt") if args.profile and device.type == "cuda" else None
+        if profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            profile.write_text(f"# CUDA kernels of training steps, {machine(device, with_torch=True)}, "
+                               f"{date.today()}\n\n")
+        rows = []
+        for batch in args.batch_sizes:
+            for mode in modes:
+                try:
+                    rows.append(run_mode(cfg, datasets, batch, mode, device, args.warmup, args.steps,
+                                         profile=profile))
+                except Exception as exc:  # one failing mode (e.g. compile without a compiler) must not end the run
+                    if args.debug:
+                        raise
+                    log.error("batch %d %s failed: %s", batch, mode, str(exc).strip().splitlines()[0][:300])
+                    rows.append({"batch": batch, "mode": mode, "error": str(exc).strip().splitlines()[0][:300]})
+    print(f"\nTraining samples/s, {machine(device, with_torch=True)}, {len(any_ds)} samples (3, {any_ds.shape[2]}, "
           f"{any_ds.shape[3]}, {any_ds.shape[4]}), window {cfg['data']['window']}, {workers} workers")
     print(f"{'batch':>6} {'mode':<24} {'samples/s':>10} {'step ms':>9} {'GPU ms':>7} {'data wait':>10} {'peak GiB':>9}")
     for r in rows:
@@ -341,16 +326,14 @@ def main(argv: list[str] | None = None) -> int:
             metrics[f"train_samples_per_s_{r['mode']}_b{r['batch']}"] = r["samples_per_s"]
             key = f"train_samples_per_s_b{r['batch']}"
             metrics[key] = max(metrics.get(key, 0.0), r["samples_per_s"])
-    result = {"machine": machine(device), "date": date.today().isoformat(),
+    result = {"machine": machine(device, with_torch=True),
               "config": {"config": Path(args.config).name, "task": cfg.get("train", {}).get("task", "classify"),
                          "samples": len(any_ds), "frames": int(any_ds.shape[2]), "joints": int(any_ds.shape[3]),
                          "persons": int(any_ds.shape[4]), "window": cfg["data"]["window"], "workers": workers,
                          "warmup": args.warmup, "steps": args.steps, "device": device.type,
                          "data": "given" if args.data else "generated"},
               "metrics": metrics, "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(f"train_{device.type}", result, out)
     return 0 if metrics else 1
 
 

@@ -1,42 +1,40 @@
 """Ingest throughput: frames/s from PUSH sockets into per-stream ring buffers, on one core.
 
-    python bench/transport.py [--producers 2] [--frames 100000] [--batch-frames 1000000]
+    python -m bench.transport [--producers 2] [--frames 100000] [--batch-frames 1000000]
                               [--batch 128] [--persons 2] [--modes frame batch] [--core 0]
 
 The consumer is the real inference worker (``workers.inference.InferenceWorker`` with the
 shipped checkpoint on the CPU): its ``poll()`` loop receives, decodes, assigns person slots
 and appends to the ring buffers, exactly as in production. Its stride is set beyond the
-run, so no window is classified: this measures ingestion alone (bench/inference.py measures
+run, so no window is classified: this measures ingestion alone (bench.inference measures
 the model). The consumer process, with its ZeroMQ I/O thread, is pinned to one core
 (``--core``); the producer processes run on the other cores and send pre-encoded messages
 of their own lossless stream as fast as they can, either one frame per message
 (``frame``) or ``--batch`` frames per ``frames`` message (``batch``, protocol v2, what a
-fast replay sends by default). Prints a table and writes bench/results/transport.json; its
+fast replay sends by default). Prints a table and writes bench/results/transport.json (or ``--out``); its
 ``ingest_frames_per_s`` is the faster mode's, named in ``mode``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.messages import SEQ_DTYPE, Frame, FrameBatch, Person, StreamStart, encode  # noqa: E402
-from pipeline.transport import FrameSender  # noqa: E402
-from workers.replay import DEFAULT_BATCH  # noqa: E402
+from bench.common import machine, write_results
+from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from pipeline.endpoints import free_endpoints
+from pipeline.messages import SEQ_DTYPE, Frame, FrameBatch, Person, StreamStart, encode
+from pipeline.settings import load_settings
+from pipeline.transport import FrameSender
+from workers.replay import DEFAULT_BATCH
 
 JOINTS = 18
 NEVER = 1 << 62  # a stride no run reaches: no window is classified
@@ -100,8 +98,9 @@ def run_mode(engine: Any, mode: str, args: argparse.Namespace, producer_cores: l
     batch = args.batch if mode == "batch" else 1
     frames = args.batch_frames if mode == "batch" else args.frames
     frames -= frames % batch
-    worker = InferenceWorker(engine, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", stride=NEVER,
-                             stats_interval_s=3600.0, max_gap=10)
+    settings = load_settings(inference__stride=NEVER, inference__stats_interval_s=3600.0, inference__max_gap=10,
+                             inference__persons=args.persons).inference
+    worker = InferenceWorker(engine, settings, *free_endpoints(2))
     ctx = mp.get_context("spawn")
     ready, go, done = ctx.Semaphore(0), ctx.Event(), ctx.Event()
     procs = [ctx.Process(target=produce, args=(worker.receiver.endpoint, f"{mode}{i}", frames, args.persons, batch,
@@ -115,22 +114,22 @@ def run_mode(engine: Any, mode: str, args: argparse.Namespace, producer_cores: l
     while len(worker.streams) < args.producers:  # the start messages
         worker.poll(timeout_ms=100)
     go.set()
-    while worker.counters.frames_in == 0:
+    while worker.instruments.frames_in == 0:
         worker.poll(timeout_ms=100)
     load = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
-    first = seen = worker.counters.frames_in
+    first = seen = worker.instruments.frames_in
     stalled = time.monotonic() + 30
-    while worker.counters.frames_in < expected and time.monotonic() < stalled:
+    while worker.instruments.frames_in < expected and time.monotonic() < stalled:
         worker.poll(timeout_ms=100)
-        if worker.counters.frames_in != seen:
-            seen, stalled = worker.counters.frames_in, time.monotonic() + 30
+        if worker.instruments.frames_in != seen:
+            seen, stalled = worker.instruments.frames_in, time.monotonic() + 30
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    got = worker.counters.frames_in - first
+    got = worker.instruments.frames_in - first
     done.set()
     for proc in procs:
         proc.join()
-    ok = (worker.counters.frames_in == expected and worker.counters.bad_frames == 0 and worker.decoder.bad == 0
+    ok = (worker.instruments.frames_in == expected and worker.instruments.bad_frames == 0 and worker.decoder.bad == 0
           and all(s.buffer.total == frames for s in worker.streams.values()))
     worker.close()
     return {"mode": "frame messages" if batch == 1 else f"frames batches of {batch}", "batch": batch,
@@ -139,8 +138,8 @@ def run_mode(engine: Any, mode: str, args: argparse.Namespace, producer_cores: l
             "frames_per_cpu_s": got / cpu, "load_avg_1m": load, "complete": ok}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.transport", description=__doc__.split("\n")[0])
     p.add_argument("--producers", type=int, default=2, help="streams, one producer process each")
     p.add_argument("--frames", type=int, default=100_000, help="frames per producer, frame-message mode")
     p.add_argument("--batch-frames", type=int, default=1_000_000, help="frames per producer, batch mode")
@@ -148,7 +147,14 @@ def main() -> int:
     p.add_argument("--persons", type=int, default=2)
     p.add_argument("--modes", nargs="+", choices=["frame", "batch"], default=["frame", "batch"])
     p.add_argument("--core", type=int, default=0, help="the one core the consumer runs on")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, help="JSON path (default bench/results/transport.json)")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    setup_logging(args.debug, quiet=not args.debug)  # the worker's per-stream lines would fill the table
+    return run_cli(p.prog, lambda: run(args), debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
     cores = sorted(os.sched_getaffinity(0))
     # pin before torch and ZeroMQ start threads: they inherit this affinity
     os.sched_setaffinity(0, {args.core})
@@ -157,7 +163,7 @@ def main() -> int:
     from stgcn import DEFAULT_WEIGHTS
     from stgcn.engine import Engine
 
-    engine = Engine(DEFAULT_WEIGHTS, "cpu")
+    engine = Engine(DEFAULT_WEIGHTS, "cpu", persons=args.persons)
     rows = [run_mode(engine, mode, args, producer_cores) for mode in args.modes]
     print(f"consumer pinned to core {args.core}; producers on cores {producer_cores or 'shared'}; "
           f"{args.producers} streams, {args.persons} persons x {JOINTS} joints per frame")
@@ -178,11 +184,9 @@ def main() -> int:
         metrics[f"ingest_frames_per_s_{key}"] = r["ingest_frames_per_s"]
         metrics[f"us_per_frame_{key}"] = r["us_per_frame"]
         metrics[f"consumer_cpu_us_per_frame_{key}"] = r["consumer_cpu_us_per_frame"]
-    out = {"machine": f"{platform.machine()} CPU, {len(cores)} cores (this CPU machine), consumer pinned to 1 core",
-           "date": date.today().isoformat(), "config": vars(args), "metrics": metrics, "rows": rows}
-    path = ROOT / "bench" / "results" / "transport.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path.relative_to(ROOT)}")
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "debug")}
+    write_results("transport", {"machine": f"{machine()}, consumer pinned to 1 core", "config": config,
+                                "metrics": metrics, "rows": rows}, args.out)
     return 0 if all(r["complete"] for r in rows) else 1
 
 

@@ -1,4 +1,4 @@
-"""bench/arrival.py: one live stream through the real FrameSender and FrameReceiver, every frame timed."""
+"""bench.arrival: one live stream through the real FrameSender and FrameReceiver, every frame timed."""
 
 import json
 import subprocess
@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_arrival_bench_times_every_frame(tmp_path):
     out = tmp_path / "arrival.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "arrival.py"), "--frames", "45", "--loops", "plain",
-                    "worker-like", "--out", str(out)], check=True, timeout=120, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bench.arrival", "--frames", "45", "--loops", "plain",
+                    "worker-like", "--out", str(out)], cwd=ROOT, check=True, timeout=120, capture_output=True)
     result = json.loads(out.read_text())
     assert {"machine", "date", "metrics"} <= set(result)
     for row in result["rows"]:

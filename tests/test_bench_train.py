@@ -1,4 +1,4 @@
-"""bench/train.py runs end to end on the CPU (tiny settings) and writes its JSON; no timing is asserted."""
+"""bench.train runs end to end on the CPU (tiny settings) and writes its JSON; no timing is asserted."""
 
 import json
 import pickle
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_train_writes_a_memory_mapped_dataset_and_its_json(tmp_path):
     out, data = tmp_path / "train_cpu.json", tmp_path / "data"
-    proc = subprocess.run([sys.executable, "bench/train.py", "--device", "cpu", "--batch-sizes", "4", "8",
+    proc = subprocess.run([sys.executable, "-m", "bench.train", "--device", "cpu", "--batch-sizes", "4", "8",
                            "--samples", "12", "--frames", "24", "--window", "16", "--warmup", "1", "--steps", "2",
                            "--workers", "1", "--keep-data", str(data), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

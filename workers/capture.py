@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = stop_on_signals()
 
     def capture() -> int:
-        settings = load_settings(args.config, capture__num_poses=args.num_poses, capture__pose_model=args.pose_model or None)
+        settings = load_settings(args.config, capture__num_poses=args.num_poses,
+                                 capture__pose_model=args.pose_model or None)
         curve = client_curve(args, settings)
         source = open_source(camera=args.camera, video=args.video)  # before MediaPipe: fail fast
         try:
