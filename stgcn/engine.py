@@ -11,7 +11,7 @@ and on the shipped model's real test windows a tenth of bf16's logit error (1.2e
 1.1e-2 at worst).
 On CUDA the step is replayed from CUDA graphs over fixed batch sizes. Other variants (the
 original module under autocast, bf16 weights, no graphs) are built from the same public pieces
-by the benches that compare them (``bench/inference.py``).
+by the benches that compare them (``python -m bench.inference``).
 """
 
 from __future__ import annotations
