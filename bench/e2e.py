@@ -1,6 +1,6 @@
 """End-to-end latency: N live streams at 30 fps through the real pipeline, frame to result.
 
-    python bench/e2e.py [--streams 1 4 16 64 128 256] [--duration 10] [--warmup 3]
+    python -m bench.e2e [--streams 1 4 16 64 128 256] [--duration 10] [--warmup 3]
                         [--device auto|cpu|cuda] [--stride 1] [--weights CKPT] [--all]
                         [--inference-workers W --devices cuda:0,cuda:1]
 
@@ -10,7 +10,8 @@ streams each, not one process per stream) replay a real skeleton clip (the Kinet
 looped; pre-encoded once) on N streams at 30 fps each, phases spread over the frame period,
 through one live ``FrameSender`` per stream: when the worker falls behind, the sender drops the
 oldest frames and counts them, as a camera would. Each frame's capture time is the time it is
-sent. This process collects the results on a SUB socket.
+sent. This process collects the results, and the workers' stats records (every 0.5 s, with
+their diagnostics on), on a SUB socket.
 
 Per N, over the frames of the measured window (after ``--warmup`` seconds): p50/p99 of
 ``t_result - t_capture`` (the result's own stamps), drops (frames dropped at the senders plus
@@ -38,7 +39,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import platform
 import queue
 import signal
 import subprocess
@@ -47,19 +47,19 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.messages import Frame, Person, StreamStart, encode  # noqa: E402
-from pipeline.transport import FrameSender, ResultSubscriber  # noqa: E402
-from workers.schedstat import process_wait_ms  # noqa: E402
+from bench.common import ROOT, machine, write_results
+from pipeline.cli import add_debug_flag, setup_logging
+from pipeline.endpoints import free_endpoints
+from pipeline.messages import Frame, Person, StreamStart, encode
+from pipeline.results import Result, WorkerStats
+from pipeline.transport import FrameSender, ResultSubscriber
+from workers.schedstat import process_wait_ms
 
 log = logging.getLogger("bench.e2e")
 KINETICS_CLIP = ROOT.parent / "shared" / "data" / "skeleton" / "kinetics_skeleton_--33Lscn6sk.json"
@@ -159,24 +159,27 @@ def sender_main(plan: SenderPlan, templates: list[dict[str, Any]], ready: Any, g
 
 @dataclass
 class WorkerProc:
-    """One inference worker process and what its log said."""
+    """One inference worker process and the stats records it published (every 0.5 s here)."""
 
     proc: subprocess.Popen
-    ready: threading.Event = field(default_factory=threading.Event)
+    name: str
+    log: Path
     stats: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     final: dict[str, Any] | None = None
-    tail: list[str] = field(default_factory=list)
 
-    def read_log(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.tail = (self.tail + [line.rstrip()])[-40:]
-            if " ready: " in line and "inference worker" in line:
-                self.ready.set()
-            elif "workers.inference: final stats {" in line:
-                self.final = json.loads(line.split("final stats ", 1)[1])
-            elif "workers.inference: stats {" in line:
-                self.stats.append((time.time(), json.loads(line.split(" stats ", 1)[1])))
+    def take(self, record: WorkerStats) -> None:
+        if record.final:
+            self.final = record.stats
+        else:
+            self.stats.append((time.time(), record.stats))
+
+    @property
+    def ready(self) -> bool:
+        """Running its loop: it has published stats."""
+        return bool(self.stats)
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-40:]) if self.log.exists() else ""
 
     def longest_between(self, t0: float, t1: float) -> dict[str, Any] | None:
         """The worker's longest loop iteration (by phase) in the stats lines that cover ``[t0, t1]``
@@ -196,12 +199,12 @@ class WorkerProc:
 
 
 def write_config(folder: Path, max_batch: int | None) -> Path:
-    """A pipeline config on top of the default one (JSON is YAML): stats every 0.5 s."""
-    inference: dict[str, Any] = {"stats_interval_s": 0.5}
+    """A pipeline config laid over the default one (JSON is YAML): stats every 0.5 s, diagnostics on."""
+    inference: dict[str, Any] = {"stats_interval_s": 0.5, "diagnostics": True}
     if max_batch:
         inference["max_batch"] = {"cuda": max_batch, "cpu": max_batch}
     path = folder / "e2e.yaml"
-    path.write_text(json.dumps({"base": str(ROOT / "configs" / "pipeline.yaml"), "inference": inference}))
+    path.write_text(json.dumps({"inference": inference}))
     return path
 
 
@@ -215,10 +218,10 @@ def start_worker(frames_ep: str, results_ep: str, device: str, name: str, args: 
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)  # PyTorch's CPU threads in the worker
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    worker = WorkerProc(proc)
-    threading.Thread(target=worker.read_log, daemon=True).start()
-    return worker
+    log_path = config.parent / f"{name}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, env=env)
+    return WorkerProc(proc, name, log_path)
 
 
 # ---- contention for CPUs --------------------------------------------------------------------
@@ -343,8 +346,6 @@ def percentile(values: np.ndarray, q: float) -> float | None:
 
 def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]], config: Path) -> dict[str, Any]:
     """N streams for warm-up + duration seconds; the row of the table."""
-    from run_pipeline import free_endpoints
-
     n_workers = args.inference_workers
     devices = [d for d in (args.devices or args.device).split(",") if d]
     eps = free_endpoints(2 * n_workers) if args.transport == "tcp" else \
@@ -358,12 +359,14 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
     canary_halt = None
     try:
         deadline = time.time() + 180
-        for w in workers:
-            while not w.ready.wait(0.2):
-                if w.proc.poll() is not None or time.time() > deadline:
-                    time.sleep(0.2)
-                    raise RuntimeError("the inference worker did not start:\n" + "\n".join(w.tail))
-        time.sleep(0.6)  # the worker's grace for subscribers
+        by_name = {w.name: w for w in workers}
+        while not all(w.ready for w in workers):
+            record = sub.recv(timeout_ms=200)
+            if isinstance(record, WorkerStats) and record.worker in by_name:
+                by_name[record.worker].take(record)
+            for w in workers:
+                if not w.ready and (w.proc.poll() is not None or time.time() > deadline):
+                    raise RuntimeError("the inference worker did not start:\n" + w.tail())
 
         fps = args.fps
         i0 = round(args.warmup * fps)
@@ -401,15 +404,17 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
             now = time.time()
             if len(snaps) < 2 and now >= (t_meas0, t_meas1)[len(snaps)]:
                 snaps.append(cpu_snapshot(pids))
-            if got is not None:
-                r = got[1]
+            if isinstance(got, WorkerStats) and got.worker in by_name:
+                by_name[got.worker].take(got)
+            elif isinstance(got, Result):
                 last_result = now
-                if r.get("type") == "result" and i0 <= int(r["seq"]) < i1:
+                if i0 <= got.seq < i1:
                     seen += 1
-                    latency.append(r["t_result"] - r["t_capture"])
-                    delivered.append(now - r["t_capture"])
+                    latency.append(got.t_result - got.t_capture)
+                    delivered.append(now - got.t_capture)
                     if latency[-1] * 1000 > args.tail_ms:
-                        tail.append((r["t_capture"], latency[-1] * 1000, r.get("worker", "")))
+                        tail.append((got.t_capture, latency[-1] * 1000, got.worker))
+            if got is not None:
                 continue
             while len(reports) < len(procs) and not out.empty():
                 reports.append(out.get())
@@ -418,7 +423,6 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
             if now > t_meas1 + args.drain + 30:
                 raise RuntimeError("the sender processes did not finish")
     finally:
-        sub.close()
         if sampler is not None:
             sampler.halt.set()
             sampler.join(1)
@@ -427,6 +431,12 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
+        stop_by = time.time() + 30
+        while any(w.final is None and w.proc.poll() is None for w in workers) and time.time() < stop_by:
+            record = sub.recv(timeout_ms=100)  # the final stats records
+            if isinstance(record, WorkerStats) and record.worker in by_name:
+                by_name[record.worker].take(record)
+        sub.close()
         for w in workers:
             try:
                 w.proc.wait(30)
@@ -437,7 +447,6 @@ def run_point(n: int, args: argparse.Namespace, templates: list[dict[str, Any]],
             p.join(10)
             if p.is_alive():
                 p.kill()
-    time.sleep(0.2)  # the log readers take the final stats line
 
     try:
         canary_rows = [r for r in canary_out.get(timeout=10) if t_meas0 <= r[0] <= t_meas1]
@@ -487,18 +496,6 @@ def fmt(ms: float | None) -> str:
     return f"{ms:>7.1f}" if ms is not None else f"{'-':>7}"
 
 
-def machine_name(device: str) -> str:
-    if device.startswith("cuda") or device == "auto":
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return f"{torch.cuda.get_device_name(0)} (GPU machine), {os.cpu_count()} CPU cores"
-        except ImportError:
-            pass
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores (this CPU machine)"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n")[2:6]))
@@ -524,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="results slower than this are counted and grouped into episodes (tail_episodes)")
     p.add_argument("--all", action="store_true", help="run every stream count, do not stop at the first failure")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/e2e_<device>.json)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.debug)
     if args.warmup < 1.0 + 1.0 / args.fps:
         p.error("--warmup must be at least about 1 s (30 frames before a stream's first result)")
     templates, source = load_templates(args.clip)
@@ -570,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics[f"e2e_p50_ms_{r['streams']}x30fps"] = r["p50_ms"]
         metrics[f"e2e_p99_ms_{r['streams']}x30fps"] = r["p99_ms"]
         metrics[f"e2e_drops_{r['streams']}x30fps"] = r["drops"]
-    out = {"machine": machine_name(device), "date": date.today().isoformat(),
+    out = {"machine": machine(device),
            "config": {"device": args.devices or device, "stride": args.stride, "fps": args.fps,
                       "duration_s": args.duration, "warmup_s": args.warmup, "clip": source,
                       "weights": args.weights or "bundled", "inference_workers": args.inference_workers,
@@ -578,9 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                       "streams_per_sender": args.streams_per_sender,
                       "worker_threads": args.threads or "default", "loadavg_1m_at_start": load_at_start},
            "metrics": metrics, "rows": rows}
-    path = args.out or ROOT / "bench" / "results" / f"e2e_{kind}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
+    path = write_results(f"e2e_{kind}", out, args.out)
     best = metrics[f"e2e_max_streams_p99_under_{args.budget_ms:g}ms"]
     print(f"largest N with p99 <= {args.budget_ms:g} ms and no drops: {best}; wrote {path}")
     return 0

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_e2e_bench_smoke(tmp_path, tiny_weights):
     out = tmp_path / "e2e.json"
-    proc = subprocess.run([sys.executable, "bench/e2e.py", "--streams", "2", "--duration", "1", "--warmup", "1.2",
+    proc = subprocess.run([sys.executable, "-m", "bench.e2e", "--streams", "2", "--duration", "1", "--warmup", "1.2",
                            "--device", "cpu", "--threads", "1", "--weights", str(tiny_weights), "--all",
                            "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
