@@ -1,7 +1,7 @@
 """Overload and crash: live streams into an inference worker that cannot keep up, then kill -9 of it.
 
-    python bench/overload.py [--duration 180] [--streams 1] [--fps 30] [--stride 1] [--weights CKPT]
-                             [--kill-down 8] [--out bench/results/overload.json]
+    python -m bench.overload [--duration 180] [--streams 1] [--fps 30] [--stride 1] [--weights CKPT]
+                              [--kill-down 8] [--out bench/results/overload.json]
 
 Phase 1 (overload, ``--duration`` s): each stream is a live sender process (the capture
 worker's policy, :class:`pipeline.transport.FrameSender` with ``live=True``: it never blocks and
@@ -11,7 +11,7 @@ drops its oldest frame when its local queue is full) sending a moving two-person
 (window 128): on a small CPU it classifies fewer windows per second than the streams produce,
 so it must skip stale windows instead of falling behind. Sampled every second: the RSS of the
 worker and of every sender (``/proc/PID/status`` VmRSS), the sender's sent/dropped/queued
-counts, the worker's stats line (skipped windows, stale frames); per result: frame-to-result
+counts, the worker's stats records (skipped windows, stale frames; every 0.25 s); per result: frame-to-result
 latency (result time minus the frame's send time, same clock).
 
 Phase 2 (``--kill-down`` s, 0 skips it): kill -9 of the inference worker while the senders keep
@@ -30,7 +30,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import platform
 import queue
 import shutil
 import signal
@@ -39,19 +38,17 @@ import sys
 import tempfile
 import time
 import zlib
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.messages import Frame, Person, StreamStart  # noqa: E402
-from pipeline.transport import FrameSender, ResultSubscriber, SendTimeout  # noqa: E402
-from run_pipeline import free_endpoint  # noqa: E402
-from stgcn.config import load_config  # noqa: E402
+from bench.common import ROOT, RESULTS, machine, write_results
+from pipeline.cli import add_debug_flag, setup_logging
+from pipeline.endpoints import free_endpoint
+from pipeline.messages import Frame, Person, StreamStart
+from pipeline.results import Result, WorkerStats
+from pipeline.transport import FrameSender, ResultSubscriber, SendTimeout
 
 log = logging.getLogger("bench.overload")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -71,7 +68,7 @@ def rss_mb(pid: int) -> float | None:
 def sender_main(endpoint: str, stream: str, fps: float, queue_size: int, status: Any, stop: Any) -> None:
     """A live source: a two-person skeleton at ``fps``, never blocking; reports its counters
     (sent, dropped, queued now and the most queued since the last report) every 0.25 s."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s sender {stream}: %(message)s")
+    setup_logging()  # the FrameSender's warnings, from this spawned process
     rng = np.random.default_rng(zlib.crc32(stream.encode()))
     base = [rng.uniform(0.3, 0.7, (18, 2)).astype(np.float32) for _ in range(2)]
     sender = FrameSender(endpoint, live=True, queue_size=queue_size)
@@ -105,35 +102,26 @@ def sender_main(endpoint: str, stream: str, fps: float, queue_size: int, status:
 
 
 class Worker:
-    """The inference worker CLI as a child process; its log lines are kept (stats parsed)."""
+    """The inference worker CLI as a child process (its log kept in a file) and the latest stats
+    record of its current run."""
 
     def __init__(self, argv: list[str], log_path: Path) -> None:
         self.argv, self.log_path = argv, log_path
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.latest: dict[str, Any] | None = None  # the current run's latest stats record (periodic or final)
 
-    def start(self, timeout: float = 120.0) -> float:
-        """Start and wait for its ready line; returns the seconds that took."""
-        t0 = time.time()
+    def launch(self) -> None:
         self.starts += 1
+        self.latest = None
         with open(self.log_path, "a") as out:
             out.write(f"--- start {self.starts}\n")
             out.flush()
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
-        while "ready: model" not in self.current_log():
-            if self.proc.poll() is not None or time.time() - t0 > timeout:
-                raise RuntimeError(f"inference worker did not start:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
-        return time.time() - t0
-
-    def current_log(self) -> str:
-        """The log of the current run (after its start marker)."""
-        return self.log_path.read_text().split(f"--- start {self.starts}\n", 1)[-1]
 
     def stats(self) -> dict[str, Any]:
-        """The last stats line (periodic or final) of the current run."""
-        lines = [line for line in self.current_log().splitlines() if " stats {" in line]
-        return json.loads(lines[-1].split(" stats ", 1)[1]) if lines else {}
+        """The current run's latest stats record ({} before its first)."""
+        return self.latest or {}
 
     def alive(self) -> bool:
         """Whether the current run is still running."""
@@ -172,10 +160,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
-        cfg = load_config(ROOT / "configs" / "pipeline.yaml")
-        cfg["inference"]["stats_interval_s"] = 1  # a stats line every second, to sample
-        config = workdir / "pipeline.yaml"
-        config.write_text(json.dumps(cfg))  # JSON is YAML
+        config = workdir / "pipeline.yaml"  # laid over the default one; JSON is YAML
+        config.write_text(json.dumps({"inference": {"stats_interval_s": 0.25}}))  # a stats record to sample
         self.frames_ep, self.results_ep = free_endpoint(), free_endpoint()
         argv = [sys.executable, "-m", "workers.inference", "--listen", self.frames_ep, "--publish", self.results_ep,
                 "--device", "cpu", "--stride", str(args.stride), "--config", str(config)]
@@ -202,10 +188,11 @@ class Bench:
         end = time.time() + seconds
         while time.time() < end:
             got = self.sub.recv(timeout_ms=20)
-            if got is not None and got[1].get("type") == "result":
-                r = got[1]
-                self.results.append({"t": time.time(), "stream": r["stream"], "seq": r["seq"],
-                                     "latency_ms": (r["t_result"] - r["t_capture"]) * 1000})
+            if isinstance(got, Result):
+                self.results.append({"t": time.time(), "stream": got.stream, "seq": got.seq,
+                                     "latency_ms": (got.t_result - got.t_capture) * 1000})
+            elif isinstance(got, WorkerStats):
+                self.worker.latest = got.stats
             while True:
                 try:
                     st = self.status.get_nowait()
@@ -215,12 +202,22 @@ class Bench:
                 if on_status is not None:
                     on_status(st)
 
+    def start_worker(self, timeout: float = 120.0) -> float:
+        """Start the worker and wait for its first stats record; returns the seconds that took."""
+        t0 = time.time()
+        self.worker.launch()
+        while self.worker.latest is None:
+            if not self.worker.alive() or time.time() - t0 > timeout:
+                raise RuntimeError(f"inference worker did not start:\n{self.worker.log_path.read_text()[-3000:]}")
+            self.pump(0.05)
+        return time.time() - t0
+
     def sender_totals(self) -> dict[str, int]:
         return {k: sum(s[k] for s in self.last_status.values()) for k in ("sent", "dropped")}
 
     def overload(self) -> dict[str, Any]:
         args = self.args
-        startup = self.worker.start()
+        startup = self.start_worker()
         self.start_senders()
         t0 = time.time()
         warm = t0 + args.warmup
@@ -246,7 +243,7 @@ class Bench:
         sent = self.sender_totals()
         return {
             "duration_s": round(time.time() - t0, 1), "warmup_s": args.warmup, "worker_startup_s": round(startup, 1),
-            "streams": args.streams, "fps": args.fps, "stride": args.stride, "window": self._window(),
+            "streams": args.streams, "fps": args.fps, "stride": args.stride, "window": stats.get("window"),
             "frames_sent": sent["sent"], "sender_dropped": sent["dropped"],
             "frames_in": stats.get("frames_in"), "windows_classified": stats.get("windows"),
             "skipped_windows": stats.get("skipped_windows"), "stale_frames": stats.get("stale_frames"),
@@ -262,15 +259,6 @@ class Bench:
             "worker_rss_max_mb": round(max(v for _, v in rss_worker), 1) if rss_worker else None,
             "sender_rss": growth(rss_senders, warm),
         }
-
-    def _window(self) -> int | None:
-        """The model's window, from the worker's ready line."""
-        text = self.worker.log_path.read_text()
-        marker = "window "
-        for line in text.splitlines():
-            if "ready: model" in line and marker in line:
-                return int(line.split(marker, 1)[1].split(")")[0])
-        return None
 
     def kill_and_restart(self) -> dict[str, Any]:
         args = self.args
@@ -292,7 +280,7 @@ class Bench:
         dropped_down = self.sender_totals()["dropped"] - dropped_before
         seq_at_restart = max(s["seq"] for s in self.last_status.values())
         t_restart = time.time()
-        startup = self.worker.start()
+        startup = self.start_worker()
         n_before = len(self.results)
         deadline = time.time() + 60
         first_new = None
@@ -325,6 +313,7 @@ class Bench:
             if proc.is_alive():
                 proc.kill()
         self.worker.stop()
+        self.pump(1.0)  # the final stats record
         self.sub.close()
 
 
@@ -350,11 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="checkpoint (default: the shipped model, window 128)")
     p.add_argument("--kill-down", type=float, default=8.0, help="seconds the worker stays killed (0: no kill phase)")
     p.add_argument("--after-restart", type=float, default=3.0, help="seconds of results counted after the restart")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "overload.json"), help="JSON output path")
+    p.add_argument("--out", default=str(RESULTS / "overload.json"), help="JSON output path")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.warmup is None:
         args.warmup = min(30.0, args.duration / 3)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.debug)
     workdir = Path(tempfile.mkdtemp(prefix="overload-"))
     bench = Bench(args, workdir)
     metrics: dict[str, Any] = {}
@@ -374,13 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics["machine_load"] = {"loadavg_1min_start": round(load_start, 2),
                                "loadavg_1min_end": round(os.getloadavg()[0], 2)}  # other work sharing the cores
     print_table(metrics)
-    out = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (this CPU machine)",
-           "date": date.today().isoformat(),
-           "config": {k: v for k, v in vars(args).items() if k != "out"}, "metrics": metrics}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"\nwrote {path}")
+    write_results("overload", {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "out"},
+                               "metrics": metrics}, args.out)
     healthy = metrics["overload"]["worker_alive"] and metrics.get("kill", {}).get("worker_alive", True)
     if healthy:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Overload and a killed consumer, measured by ``bench/overload.py`` as a real run (shorter here).
+"""Overload and a killed consumer, measured by ``python -m bench.overload`` as a real run (shorter here).
 
 Live sender processes push a camera-rate stream into the real inference worker CLI, which on
 this CPU classifies fewer windows than the stream produces (stride 1); then the worker is
@@ -20,7 +20,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 def run_bench(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "overload.json"
-    proc = subprocess.run([sys.executable, "bench/overload.py", "--out", str(out), *args], cwd=ROOT, env=ENV,
+    proc = subprocess.run([sys.executable, "-m", "bench.overload", "--out", str(out), *args], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())["metrics"]

@@ -263,8 +263,9 @@ class InferenceWorker:
             loop.end(t_read, t_finish, t_start, t_stats, time.perf_counter(), n)
 
     def stats(self) -> dict[str, Any]:
-        return self.instruments.summary(streams=len(self.streams), bad_messages=self.decoder.bad,
-                                        skipped=self.scheduler.skipped)
+        return {"window": self.rules.window, "stride": self.rules.stride,
+                **self.instruments.summary(streams=len(self.streams), bad_messages=self.decoder.bad,
+                                           skipped=self.scheduler.skipped)}
 
     def publish_stats(self, final: bool = False) -> None:
         """A stats record on the results socket and one short log line."""
