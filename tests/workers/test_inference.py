@@ -12,12 +12,15 @@ import msgpack
 import numpy as np
 import pytest
 
+from pipeline.endpoints import free_endpoint
 from pipeline.messages import Frame, FrameBatch, Person, StreamEnd, StreamStart, encode
 from pipeline.recording import read_recording
-from pipeline.transport import FrameSender, ResultSubscriber
-from pipeline.endpoints import free_endpoint
 from pipeline.results import Result, StreamEnded
+from pipeline.transport import FrameSender, ResultSubscriber
+from stgcn import STGCN, save_checkpoint
+from stgcn.graph import OPENPOSE_EDGES
 from tests.conftest import final_stats
+from workers.replay import load_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,3 +190,41 @@ def test_a_batched_stream_gives_the_results_of_its_frames_sent_one_by_one(worker
     rec_one, rec_many = read_recording(rec_dir / "one.skel"), read_recording(rec_dir / "many.skel")
     assert [replace(f, stream="x") for f in rec_many.frames] == [replace(f, stream="x") for f in rec_one.frames]
     assert [f.seq for f in rec_many.frames] == seqs
+
+
+KINETICS_CLIP = ROOT.parent / "shared" / "data" / "skeleton" / "kinetics_skeleton_--33Lscn6sk.json"
+EXTRA_EDGES = [(4, 7), (10, 13)]  # wrist to wrist, ankle to ankle: a graph of our own over the OpenPose joints
+
+
+@pytest.mark.parametrize("layout", ["kinetics", {"name": "openpose", "num_node": 18, "center": 1,
+                                                 "edges": [list(e) for e in OPENPOSE_EDGES + tuple(EXTRA_EDGES)]}],
+                         ids=["alias", "custom-graph"])
+def test_serves_a_checkpoint_whose_layout_is_an_alias_or_a_custom_graph(layout, tmp_path):
+    """Frames say "openpose"; the checkpoint names its layout another way: every frame is served."""
+    cfg = {"in_channels": 3, "num_class": 4, "graph_args": {"layout": layout}, "predictor": True, "coords": 2}
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, STGCN(**cfg), {"model": cfg, "class_names": list("abcd"),
+                                             "normalisation": {"name": "person_centric"}, "window": 16})
+    frames_ep, results_ep = free_endpoint(), free_endpoint()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish",
+                               results_ep, "--weights", str(weights), "--device", "cpu", "--stride", "10"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sub = ResultSubscriber(results_ep)
+    try:
+        replay = subprocess.run([sys.executable, "-m", "workers.replay", str(KINETICS_CLIP), "--connect", frames_ep,
+                                 "--fast", "--stream", "clip"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert replay.returncode == 0, replay.stderr[-2000:]
+        results = collect(sub, "clip")
+        worker.send_signal(signal.SIGTERM)
+        stats = final_stats(sub)
+    finally:
+        sub.close()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+    _, frames = load_frames(KINETICS_CLIP)
+    assert stats["bad_frames"] == 0 and stats["frames_in"] == len(frames) > 100, out[-2000:]
+    assert len(results) == stats["windows"] >= len(frames) // 10 - 1, "a window every 10 frames, none dropped"
+    assert "model openpose" in out  # served under the canonical name
