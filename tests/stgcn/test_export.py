@@ -76,5 +76,6 @@ def test_bad_checkpoint_is_one_line_error(tmp_path):
     proc = run("--weights", path, "--onnx", tmp_path / "out.onnx")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("python -m stgcn.export: error: ") and str(path) in lines[0], \
+        proc.stderr
     assert not (tmp_path / "out.onnx").exists()
