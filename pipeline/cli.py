@@ -23,7 +23,7 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     """INFO logging to stderr (DEBUG with ``debug``, warnings only with ``quiet``)."""
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def run_cli(prog: str, body: Callable[[], int | None], *, debug: bool = False,

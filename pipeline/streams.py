@@ -7,16 +7,20 @@ frames where a window falls due); :meth:`StreamState.job` snapshots the window t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .messages import Frame, FrameBatch
-from .recording import RecordingWriter
+from .messages import Frame, FrameBatch, StreamStart
+from .recording import RecordingWriter, recording_path
 from .scheduler import Job
 from .tracker import SlotAssigner
 from .windows import WindowRules
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +51,33 @@ class StreamState:
     def has_tail(self) -> bool:
         """Frames after the last window, enough for one more (a stream's end classifies them)."""
         return self.since > 0 and self.buffer.valid >= self.rules.min_frames and self.last is not None
+
+    def start(self, msg: StreamStart) -> bool:
+        """The stream's start message; False for a repeat (lossless senders repeat their start,
+        see workers/emitter.py). A restarted sender continues the stream's buffer."""
+        live = bool(msg.meta.get("live", False))
+        if self.started and self.meta == msg.meta:
+            return False
+        if self.started:
+            log.info("stream %s restarted (%s); continuing its buffer", msg.stream, msg.meta.get("source"))
+        elif self.last is not None:
+            log.info("stream %s: start message after its first frames (the worker was restarted); now %s",
+                     msg.stream, "live" if live else "lossless")
+        else:
+            log.info("stream %s started (%s, %s)", msg.stream, msg.meta.get("source"), "live" if live else "lossless")
+        self.live, self.started, self.meta = live, True, dict(msg.meta)
+        return True
+
+    def record_to(self, folder: Path, start: StreamStart, layout: str) -> None:
+        """Record the stream's accepted frames from now on (a recording's file is never overwritten;
+        a refusal is logged and the stream goes on unrecorded)."""
+        if self.recorder is not None:
+            return
+        try:
+            meta = {"joints": self.joints, "layout": layout, **start.meta}
+            self.recorder = RecordingWriter(recording_path(folder, start.stream), StreamStart(start.stream, start.t, meta))
+        except (OSError, ValueError) as exc:
+            log.error("cannot record stream %s: %s", start.stream, exc)
 
     def add_frame(self, msg: Frame, t_recv: float) -> int:
         """Slot and append one frame; the time steps written (0: stale). ValueError: dropped."""

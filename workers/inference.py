@@ -24,8 +24,7 @@ import numpy as np
 
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.messages import Decoder, Frame, FrameBatch, StreamEnd, StreamStart, encode
-from pipeline.recording import RecordingWriter, recording_path
-from pipeline.results import Label, Result, StreamEnded, WorkerStats
+from pipeline.results import StreamEnded, WorkerStats, batch_results
 from pipeline.scheduler import Job, Scheduler
 from pipeline.streams import StreamState
 from pipeline.settings import InferenceSettings, load_settings
@@ -37,7 +36,6 @@ from workers.heap import freeze
 from workers.instruments import Instruments
 
 log = logging.getLogger("workers.inference")
-TOP_K = 5
 
 
 class InferenceWorker:
@@ -99,26 +97,9 @@ class InferenceWorker:
             self._on_end(msg, data)
 
     def _on_start(self, msg: StreamStart) -> None:
-        live = bool(msg.meta.get("live", False))
-        state = self.streams.get(msg.stream)
-        if state is not None and state.started and state.meta == msg.meta:
-            log.debug("stream %s: start repeated", msg.stream)  # lossless senders repeat it (workers/emitter.py)
-            return
-        if state is not None and state.started:
-            log.info("stream %s restarted (%s); continuing its buffer", msg.stream, msg.meta.get("source"))
-        elif state is not None:
-            log.info("stream %s: start message after its first frames (this worker was restarted); now %s",
-                     msg.stream, "live" if live else "lossless")
-        state = self._state(msg.stream, live)
-        state.live, state.started, state.meta = live, True, dict(msg.meta)
-        if self.record_dir is not None and state.recorder is None:
-            try:
-                meta = {"joints": self.engine.joints, "layout": self.engine.layout, **msg.meta}
-                state.recorder = RecordingWriter(recording_path(self.record_dir, msg.stream),
-                                                 StreamStart(msg.stream, msg.t, meta))
-            except (OSError, ValueError) as exc:
-                log.error("cannot record stream %s: %s", msg.stream, exc)
-        log.info("stream %s started (%s, %s)", msg.stream, msg.meta.get("source"), "live" if live else "lossless")
+        state = self._state(msg.stream, live=bool(msg.meta.get("live", False)))
+        if state.start(msg) and self.record_dir is not None:
+            state.record_to(self.record_dir, msg, self.engine.layout)
 
     def _accepts(self, stream: str, layout: str, joints: int, people: int, n: int) -> bool:
         """Whether frames of this layout fit the model; a mismatch is counted and logged."""
@@ -207,25 +188,10 @@ class InferenceWorker:
         jobs, t0, collect = self._inflight
         self._inflight = None
         probs, nxt = collect()
-        inference_ms = (time.time() - t0) * 1000
         self.instruments.batches += 1
-        # Whole-batch conversions: one tolist per batch instead of numpy calls per result.
-        k = min(TOP_K, probs.shape[1])
-        top = np.argsort(-probs, axis=1)[:, :k]
-        scores = np.round(np.take_along_axis(probs, top, axis=1).astype(np.float64), 6).tolist()
-        top = top.tolist()
-        frames = None if nxt is None else np.round(nxt.transpose(0, 3, 2, 1).astype(np.float64), 5).tolist()
-        names = self.engine.class_names
-        for i, job in enumerate(jobs):
-            t_result = time.time()
-            latency = {"pose": round(job.pose_ms, 3),
-                       "transport": round(max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms), 3),
-                       "queue": round((t0 - job.t_recv) * 1000, 3), "inference": round(inference_ms, 3),
-                       "total": round((t_result - job.t_capture) * 1000, 3)}
-            self.instruments.observe(latency)
-            self.publisher.publish(Result(job.stream, job.seq, job.t_capture, t_result, self.name, job.tracks,
-                                          [Label(names[c], c, s) for c, s in zip(top[i], scores[i])],
-                                          None if frames is None else frames[i], latency))
+        for result in batch_results(jobs, probs, nxt, self.engine.class_names, self.name, t0):
+            self.instruments.observe(result.latency_ms)
+            self.publisher.publish(result)
         self.instruments.windows += len(jobs)
 
     # ---- loop --------------------------------------------------------------------------
@@ -309,10 +275,8 @@ class InferenceWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workers.inference", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Inference worker: per-stream ring buffers, batched ST-GCN classification and next-frame "
-                    "prediction across streams, results on a PUB socket.")
+    parser = argparse.ArgumentParser(prog="python -m workers.inference",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     add_settings_args(parser)
     add_debug_flag(parser)
     parser.add_argument("--listen", help="frames endpoint to bind (default from config)")
@@ -328,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug, args.quiet)
     auth = None
 
-    def serve() -> int:
-        nonlocal auth
+    worker = None
+
+    def start() -> int:
+        nonlocal auth, worker
         settings = load_settings(args.config, inference__weights=args.weights, inference__device=args.device,
                                  inference__stride=args.stride)
         listen = args.listen or settings.endpoints.frames
@@ -346,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         worker = InferenceWorker(engine, icfg, listen, publish, record_dir=args.record,
                                  allow_remote=curve is not None, server_keys=curve.keys if curve else None,
                                  name=args.name)
-        stop_on_signals(worker.stop)
-        worker.run()
         return 0
 
     try:
-        return run_cli("inference", serve, debug=args.debug)
+        code = run_cli("inference", start, debug=args.debug)  # bad settings, files or endpoints: one line, exit 2
+        if worker is not None:
+            stop_on_signals(worker.stop)
+            worker.run()
+        return code
     finally:
         if auth is not None:
             auth.stop()
