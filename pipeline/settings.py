@@ -80,14 +80,19 @@ class Settings:
     inference: InferenceSettings
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base``."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ValueError with one line naming the file otherwise."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -150,10 +155,10 @@ def _value(hint: Any, value: Any, key: str, base_dir: Path) -> Any:
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """The defaults, then the YAML at ``path``, then ``overrides`` given as
     ``section__name=value`` (None values are ignored: an unset flag)."""
-    data = _read(DEFAULT_CONFIG)
+    data = read_yaml(DEFAULT_CONFIG)
     base_dir = DEFAULT_CONFIG.parent
     if path is not None:
-        data = _merge(data, _read(Path(path)))
+        data = merge(data, read_yaml(Path(path)))
         base_dir = Path(path).parent
     for name, value in overrides.items():
         if value is None:

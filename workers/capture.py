@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.endpoints import split_list
 from pipeline.messages import frame_from_arrays, sanitize_stream_id
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, load_settings
 from workers.config import add_curve_args, add_sender_args, add_settings_args, client_curve, stop_on_signals
 from workers.emitter import StreamEmitter, read_resume_seq
 from workers.video_source import SourceError, open_source
@@ -51,71 +53,91 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug, args.quiet)
     stop = stop_on_signals()
 
-    def capture() -> int:
-        settings = load_settings(args.config, capture__num_poses=args.num_poses,
-                                 capture__pose_model=args.pose_model or None)
-        curve = client_curve(args, settings)
-        source = open_source(camera=args.camera, video=args.video)  # before MediaPipe: fail fast
-        try:
-            from workers.pose import PersonTracker, PoseEstimator
+    opened: dict = {}
 
-            estimator = PoseEstimator(settings.capture.pose_model, num_poses=settings.capture.num_poses)
+    def open_all() -> int:
+        """Settings, source and pose estimator: what can fail on bad input, one line each."""
+        opened["settings"] = settings = load_settings(args.config, capture__num_poses=args.num_poses,
+                                                      capture__pose_model=args.pose_model or None)
+        opened["curve"] = client_curve(args, settings)
+        opened["source"] = source = open_source(camera=args.camera, video=args.video)  # before MediaPipe
+        try:
+            from workers.pose import PoseEstimator
+
+            opened["estimator"] = PoseEstimator(settings.capture.pose_model, num_poses=settings.capture.num_poses)
         except BaseException:
             source.close()
             raise
-        stream = args.stream or (f"camera{args.camera}" if args.camera is not None
-                                 else sanitize_stream_id(Path(args.video).name.split(".")[0]))
-        overlay = None
+        opened["stream"] = stream = args.stream or (f"camera{args.camera}" if args.camera is not None
+                                                    else sanitize_stream_id(Path(args.video).name.split(".")[0]))
+        opened["overlay"] = None
         if args.save_video or args.show:
             from workers.overlay import Overlay
 
-            overlay = Overlay(split_list(args.results) or settings.endpoints.results, stream, source.width,
-                              source.height, source.fps, args.save_video, args.show, **curve)
-        tracker = PersonTracker()
-        resume = read_resume_seq(args.state_file)
-        if resume is not None and not source.live:
-            source.seek(resume + 1)
-            log.info("stream %s: resuming after frame %d", stream, resume)
-        meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
-                "height": source.height, "joints": 18}
-        emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta,
-                                live=source.live, stop=stop, state_file=args.state_file,
-                                live_queue=settings.capture.live_queue, **curve)
-        emitter.start()
-        reason, n = "eof", 0
-        seq_base = (resume + 1) if (resume is not None and source.live) else 0
-        try:
-            for index, image, ts_ms in source:
-                if stop.is_set():
-                    reason = "stopped"
-                    break
-                t_capture = time.time()
-                t0 = time.perf_counter()
-                people = estimator.estimate(image, ts_ms)
-                tracks = tracker.update(people)
-                pose_ms = (time.perf_counter() - t0) * 1000
-                frame = frame_from_arrays(stream, seq_base + index, t_capture, source.width, source.height,
-                                          "openpose", people, tracks, pose_ms, joints=18)
-                if overlay is not None:
-                    overlay.add(frame, image)
-                if not emitter.frame(frame):
-                    reason = "stopped"
-                    break
-                n += 1
-                if args.max_frames and n >= args.max_frames:
-                    break
-            if source.decode_failures:
-                reason = f"error: {source.decode_failures} frame(s) could not be decoded"
-        finally:
-            emitter.end(reason)
-            estimator.close()
-            source.close()
-            if overlay is not None:
-                overlay.close()
-        log.info("stream %s: %d frames captured", stream, n)
+            try:
+                opened["overlay"] = Overlay(split_list(args.results) or settings.endpoints.results, stream,
+                                            source.width, source.height, source.fps, args.save_video, args.show,
+                                            **opened["curve"])
+            except BaseException:
+                opened["estimator"].close()
+                source.close()
+                raise
         return 0
 
-    return run_cli("capture", capture, debug=args.debug, errors=(SourceError, ValueError, OSError))
+    code = run_cli("capture", open_all, debug=args.debug, errors=(SourceError, ValueError, OSError))
+    if code:
+        return code
+    return capture(args, stop, **opened)
+
+
+def capture(args: argparse.Namespace, stop: threading.Event, settings: Settings, curve: dict, source: Any,
+            estimator: Any, stream: str, overlay: Any) -> int:
+    """Estimate, track and send every frame of ``source`` until it ends or ``stop`` is set."""
+    from workers.pose import PersonTracker
+
+    tracker = PersonTracker()
+    resume = read_resume_seq(args.state_file)
+    if resume is not None and not source.live:
+        source.seek(resume + 1)
+        log.info("stream %s: resuming after frame %d", stream, resume)
+    meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
+            "height": source.height, "joints": 18}
+    emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta,
+                            live=source.live, stop=stop, state_file=args.state_file,
+                            live_queue=settings.capture.live_queue, **curve)
+    emitter.start()
+    reason, n = "eof", 0
+    seq_base = (resume + 1) if (resume is not None and source.live) else 0
+    try:
+        for index, image, ts_ms in source:
+            if stop.is_set():
+                reason = "stopped"
+                break
+            t_capture = time.time()
+            t0 = time.perf_counter()
+            people = estimator.estimate(image, ts_ms)
+            tracks = tracker.update(people)
+            pose_ms = (time.perf_counter() - t0) * 1000
+            frame = frame_from_arrays(stream, seq_base + index, t_capture, source.width, source.height,
+                                      "openpose", people, tracks, pose_ms, joints=18)
+            if overlay is not None:
+                overlay.add(frame, image)
+            if not emitter.frame(frame):
+                reason = "stopped"
+                break
+            n += 1
+            if args.max_frames and n >= args.max_frames:
+                break
+        if source.decode_failures:
+            reason = f"error: {source.decode_failures} frame(s) could not be decoded"
+    finally:
+        emitter.end(reason)
+        estimator.close()
+        source.close()
+        if overlay is not None:
+            overlay.close()
+    log.info("stream %s: %d frames captured", stream, n)
+    return 0
 
 
 if __name__ == "__main__":
