@@ -15,7 +15,7 @@ one or two slice copies per run of consecutive frames instead of one call per fr
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 class RingBuffer:
     """Fixed-size circular buffer of frames shaped ``(C, V, M)``."""
 
-    def __init__(self, channels: int = 3, length: int = 300, joints: int = 18, persons: int = 2,
-                 max_gap: int = 10) -> None:
+    def __init__(self, channels: int, length: int, joints: int, persons: int, max_gap: int = 10) -> None:
         if min(channels, length, joints, persons) < 1:
             raise ValueError("channels, length, joints and persons must all be >= 1")
         if max_gap < 0:
@@ -262,44 +261,3 @@ class RingBuffer:
         if self._valid == 0:
             return None
         return self._data[:, (self._head - 1) % self.length].copy()
-
-
-class StreamBuffers:
-    """RingBuffers keyed by stream id, created on first use with one shared shape.
-
-    ``max_streams`` bounds memory when stream ids come from the network.
-    """
-
-    def __init__(self, channels: int = 3, length: int = 300, joints: int = 18, persons: int = 2,
-                 max_gap: int = 10, max_streams: int = 64) -> None:
-        self._shape = dict(channels=channels, length=length, joints=joints, persons=persons, max_gap=max_gap)
-        self.max_streams = max_streams
-        self._buffers: dict[str, RingBuffer] = {}
-
-    def get(self, stream: str) -> RingBuffer:
-        """The stream's buffer, created if new; ValueError beyond ``max_streams``."""
-        buf = self._buffers.get(stream)
-        if buf is None:
-            if len(self._buffers) >= self.max_streams:
-                raise ValueError(f"too many streams ({self.max_streams}); not creating {stream!r}")
-            buf = self._buffers[stream] = RingBuffer(**self._shape)
-        return buf
-
-    __getitem__ = get
-
-    def remove(self, stream: str) -> bool:
-        """Drop a stream's buffer; False if there was none."""
-        return self._buffers.pop(stream, None) is not None
-
-    def __contains__(self, stream: object) -> bool:
-        return stream in self._buffers
-
-    def __len__(self) -> int:
-        return len(self._buffers)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._buffers))
-
-    def items(self) -> list[tuple[str, RingBuffer]]:
-        """(stream, buffer) pairs, a snapshot safe to iterate while removing."""
-        return list(self._buffers.items())

@@ -49,8 +49,8 @@ def default_check_data() -> Path | None:
 
 
 def model_window(model: STGCN, window: int | None = None) -> int:
-    """The window to export: ``window`` if given, else the checkpoint's, else 300 (the st-gcn clip)."""
-    return int(window or model.config.get("window") or 300)
+    """The window to export: ``window`` if given, else the checkpoint's (``load_model`` always sets one)."""
+    return int(window or model.config["window"])
 
 
 def input_names(model: STGCN) -> tuple[str, ...]:

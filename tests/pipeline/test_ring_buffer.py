@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.ring_buffer import RingBuffer, StreamBuffers
+from pipeline.ring_buffer import RingBuffer
 
 C, V, M = 3, 5, 2
 
@@ -181,19 +181,6 @@ def test_random_sequences_match_the_list_model(seed: int) -> None:
         assert values(buf.window(n)) == model.window(n)
         assert len(buf) == min(len(model.frames), length)
         assert buf.last_seq == model.last
-
-
-def test_stream_buffers_create_on_demand_share_the_shape_and_bound_the_count() -> None:
-    bufs = StreamBuffers(channels=C, length=7, joints=V, persons=M, max_streams=2)
-    a = bufs["a"]
-    assert bufs.get("a") is a and "a" in bufs and len(bufs) == 1
-    assert a.length == 7 and a.frame_shape == (C, V, M)
-    bufs.get("b").append(frame(1))
-    assert sorted(bufs) == ["a", "b"] and dict(bufs.items())["b"].total == 1
-    with pytest.raises(ValueError, match="too many streams"):
-        bufs.get("c")
-    assert bufs.remove("a") and not bufs.remove("a") and "a" not in bufs
-    assert bufs.get("c").total == 0
 
 
 def clip(values_: list[float]) -> np.ndarray:
