@@ -6,12 +6,14 @@ which no stream id can take). :func:`encode_record` writes a record, :func:`deco
 and treats its input as hostile: anything malformed raises :class:`ResultDecodeError` and
 nothing else. :meth:`Result.to_json` is the JSON Lines form that ``--output`` writes.
 
-Version 1 (the fields as they were before the records were typed):
+Version 2 (version 1 had one label per stream):
 
-- ``result``: ``stream, seq, t_capture, t_result, worker, persons`` (track id per person
-  slot, None: empty), ``top`` (``label, index, score``, best first), ``next_frame``
-  (per slot ``V`` joints of ``[x, y, c]``, or None without a predictor), ``latency_ms``
-  (``pose, transport, queue, inference, total``).
+- ``result``: ``stream, seq, t_capture, t_result, worker, latency_ms`` (``pose, transport,
+  queue, inference, total``) and ``people``: per person in the window's last frame ``id``
+  (track id), ``label`` (a class name or ``"unknown"``), ``score`` (the probability of the
+  top class), ``top`` (``label, score``, best first) and ``next_frame`` (``V`` joints of
+  ``[x, y, c]`` in image-normalised coordinates, or None without a predictor). A window
+  with nobody in it has ``"people": []``.
 - ``end``: ``stream, reason``.
 - ``stats``: ``worker, t, final, stats`` (the worker's counters, see docs/architecture.md).
 """
@@ -30,7 +32,8 @@ from .messages import MAX_JOINTS, MAX_PERSONS, MAX_TEXT_LEN, is_valid_stream_id
 if TYPE_CHECKING:
     from .scheduler import Job
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+UNKNOWN = "unknown"  # the label of a person whose motion is none of the model's actions, or idle
 STATS_TOPIC = "!stats"  # "!" is not allowed in stream ids
 LATENCY_STAGES = ("pose", "transport", "queue", "inference", "total")
 MAX_TOP = 64
@@ -42,33 +45,44 @@ class ResultDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class Label:
-    """One class of a result's top-k."""
+    """One class of a person's top-k."""
 
     label: str
-    index: int
     score: float
 
 
 @dataclass(frozen=True)
+class PersonResult:
+    """What one person in the window is doing, and where their joints will be next."""
+
+    id: int
+    label: str
+    score: float
+    top: list[Label]
+    next_frame: list[list[float]] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "score": self.score,
+                "top": [{"label": t.label, "score": t.score} for t in self.top], "next_frame": self.next_frame}
+
+
+@dataclass(frozen=True)
 class Result:
-    """The classification (and predicted next frame) of one stream's window ending at ``seq``."""
+    """Each person's classification of one stream's window ending at ``seq``."""
 
     stream: str
     seq: int
     t_capture: float
     t_result: float
     worker: str
-    persons: list[int | None]
-    top: list[Label]
-    next_frame: list[list[list[float]]] | None
     latency_ms: dict[str, float]
+    people: list[PersonResult]
 
     def to_json(self) -> dict[str, Any]:
         """The JSON Lines record (``--output``)."""
         return {"stream": self.stream, "seq": self.seq, "t_capture": self.t_capture, "t_result": self.t_result,
-                "persons": self.persons,
-                "top": [{"label": t.label, "index": t.index, "score": t.score} for t in self.top],
-                "next_frame": self.next_frame, "latency_ms": self.latency_ms, "worker": self.worker}
+                "worker": self.worker, "latency_ms": self.latency_ms,
+                "people": [p.to_json() for p in self.people]}
 
 
 @dataclass(frozen=True)
@@ -92,33 +106,6 @@ class WorkerStats:
 Record = Union[Result, StreamEnded, WorkerStats]
 
 
-def batch_results(jobs: Sequence[Job], probs: np.ndarray, next_frames: np.ndarray | None, class_names: Sequence[str],
-                  worker: str, t_start: float, top_k: int = 5) -> list[Result]:
-    """The results of one classified batch: ``probs`` ``(B, classes)``, ``next_frames``
-    ``(B, C, V, M)`` in raw units (or None), the batch started at ``t_start``.
-
-    Whole-batch conversions (one ``tolist`` per batch instead of numpy calls per result).
-    """
-    inference_ms = round((time.time() - t_start) * 1000, 3)
-    k = min(top_k, probs.shape[1])
-    top = np.argsort(-probs, axis=1)[:, :k]
-    scores = np.round(np.take_along_axis(probs, top, axis=1).astype(np.float64), 6).tolist()
-    top = top.tolist()
-    frames = None if next_frames is None else \
-        np.round(next_frames.transpose(0, 3, 2, 1).astype(np.float64), 5).tolist()
-    out = []
-    for i, job in enumerate(jobs):
-        t_result = time.time()
-        latency = {"pose": round(job.pose_ms, 3),
-                   "transport": round(max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms), 3),
-                   "queue": round((t_start - job.t_recv) * 1000, 3), "inference": inference_ms,
-                   "total": round((t_result - job.t_capture) * 1000, 3)}
-        out.append(Result(job.stream, job.seq, job.t_capture, t_result, worker, job.tracks,
-                          [Label(class_names[c], c, sc) for c, sc in zip(top[i], scores[i])],
-                          None if frames is None else frames[i], latency))
-    return out
-
-
 def record_topic(record: Record) -> str:
     """The PUB topic a record goes out under."""
     return STATS_TOPIC if isinstance(record, WorkerStats) else record.stream
@@ -132,6 +119,42 @@ def encode_record(record: Record) -> dict[str, Any]:
         return {"type": "end", "v": RESULT_VERSION, "stream": record.stream, "reason": record.reason}
     return {"type": "stats", "v": RESULT_VERSION, "worker": record.worker, "t": record.t, "final": record.final,
             "stats": record.stats}
+
+
+def batch_results(jobs: Sequence[Job], people: Sequence[Sequence[int]], probs: np.ndarray,
+                  next_frames: np.ndarray | None, known: np.ndarray | None, class_names: Sequence[str], worker: str,
+                  t_start: float, top_k: int = 5) -> list[Result]:
+    """The results of one classified batch.
+
+    ``people[j]`` are the track ids of job ``j``'s people, whose rows follow each other in
+    ``probs`` ``(R, classes)``, ``next_frames`` ``(R, C, V, 1)`` in raw units (or None) and
+    ``known`` ``(R,)`` (False: the person is labelled unknown; None: all known). The batch
+    started at ``t_start``. Whole-batch conversions: one ``tolist`` per batch.
+    """
+    inference_ms = round((time.time() - t_start) * 1000, 3)
+    k = min(top_k, probs.shape[1])
+    top = np.argsort(-probs, axis=1)[:, :k]
+    scores = np.round(np.take_along_axis(probs, top, axis=1).astype(np.float64), 6).tolist()
+    top = top.tolist()
+    frames = None if next_frames is None else \
+        np.round(next_frames[..., 0].transpose(0, 2, 1).astype(np.float64), 5).tolist()
+    known = None if known is None else known.tolist()
+    out, row = [], 0
+    for job, tracks in zip(jobs, people):
+        persons = []
+        for track in tracks:
+            label = class_names[top[row][0]] if known is None or known[row] else UNKNOWN
+            persons.append(PersonResult(track, label, scores[row][0],
+                                        [Label(class_names[c], sc) for c, sc in zip(top[row], scores[row])],
+                                        None if frames is None else frames[row]))
+            row += 1
+        t_result = time.time()
+        latency = {"pose": round(job.pose_ms, 3),
+                   "transport": round(max(0.0, (job.t_recv - job.t_capture) * 1000 - job.pose_ms), 3),
+                   "queue": round((t_start - job.t_recv) * 1000, 3), "inference": inference_ms,
+                   "total": round((t_result - job.t_capture) * 1000, 3)}
+        out.append(Result(job.stream, job.seq, job.t_capture, t_result, worker, latency, persons))
+    return out
 
 
 def _get(obj: dict, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -163,43 +186,45 @@ def _stream(obj: dict) -> str:
     return stream
 
 
-def _next_frame(value: Any, slots: int) -> list | None:
+def _skeleton(value: Any) -> list | None:
     if value is None:
         return None
-    if not isinstance(value, list) or len(value) != slots:
-        raise ResultDecodeError("'next_frame' needs one skeleton per person slot")
-    joints = None
-    for skeleton in value:
-        if not isinstance(skeleton, list) or not 0 < len(skeleton) <= MAX_JOINTS:
-            raise ResultDecodeError("'next_frame' skeleton is not a list of joints")
-        if joints is not None and len(skeleton) != joints:
-            raise ResultDecodeError("'next_frame' skeletons differ in joint count")
-        joints = len(skeleton)
-        for joint in skeleton:
-            if not isinstance(joint, list) or len(joint) != 3:
-                raise ResultDecodeError("'next_frame' joint is not [x, y, c]")
-            for v in joint:
-                _number(v, "'next_frame' value")
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_JOINTS:
+        raise ResultDecodeError("'next_frame' is not a list of joints")
+    for joint in value:
+        if not isinstance(joint, list) or len(joint) != 3:
+            raise ResultDecodeError("'next_frame' joint is not [x, y, c]")
+        for v in joint:
+            _number(v, "'next_frame' value")
     return value
 
 
-def _result(obj: dict) -> Result:
-    persons = _get(obj, "persons", list)
-    if not 0 < len(persons) <= MAX_PERSONS or not all(p is None or (isinstance(p, int) and not isinstance(p, bool))
-                                                       for p in persons):
-        raise ResultDecodeError("'persons' is not a list of track ids or nulls")
-    top = []
+def _score(value: Any, what: str) -> float:
+    score = _number(value, what)
+    if not 0.0 <= score <= 1.0:
+        raise ResultDecodeError(f"{what} out of range")
+    return score
+
+
+def _person(obj: Any) -> PersonResult:
+    if not isinstance(obj, dict):
+        raise ResultDecodeError("'people' entry is not a map")
     raw_top = _get(obj, "top", list)
     if not 0 < len(raw_top) <= MAX_TOP:
         raise ResultDecodeError(f"'top' needs 1..{MAX_TOP} entries")
+    top = []
     for entry in raw_top:
         if not isinstance(entry, dict):
             raise ResultDecodeError("'top' entry is not a map")
-        index = _get(entry, "index", int)
-        score = _number(_get(entry, "score", (int, float)), "'top' score")
-        if index < 0 or not 0.0 <= score <= 1.0:
-            raise ResultDecodeError("'top' entry out of range")
-        top.append(Label(_text(entry, "label"), index, score))
+        top.append(Label(_text(entry, "label"), _score(_get(entry, "score", (int, float)), "'top' score")))
+    return PersonResult(_get(obj, "id", int), _text(obj, "label"), _score(_get(obj, "score", (int, float)), "'score'"),
+                        top, _skeleton(obj.get("next_frame")))
+
+
+def _result(obj: dict) -> Result:
+    people = _get(obj, "people", list)
+    if len(people) > MAX_PERSONS:
+        raise ResultDecodeError(f"more than {MAX_PERSONS} people")
     latency = _get(obj, "latency_ms", dict)
     if set(latency) != set(LATENCY_STAGES):
         raise ResultDecodeError(f"'latency_ms' needs exactly {LATENCY_STAGES}")
@@ -207,9 +232,8 @@ def _result(obj: dict) -> Result:
     if seq < 0:
         raise ResultDecodeError("negative 'seq'")
     return Result(_stream(obj), seq, _number(_get(obj, "t_capture", (int, float)), "'t_capture'"),
-                  _number(_get(obj, "t_result", (int, float)), "'t_result'"), _text(obj, "worker"), persons, top,
-                  _next_frame(obj.get("next_frame"), len(persons)),
-                  {k: _number(latency[k], f"latency {k!r}") for k in LATENCY_STAGES})
+                  _number(_get(obj, "t_result", (int, float)), "'t_result'"), _text(obj, "worker"),
+                  {k: _number(latency[k], f"latency {k!r}") for k in LATENCY_STAGES}, [_person(p) for p in people])
 
 
 def decode_record(obj: Any) -> Record:

@@ -75,7 +75,9 @@ def test_streams_are_split_across_two_workers_and_each_stays_whole(tmp_path, tin
     # the same clip through either worker gives the same windows, hence the same results
     first = {next(iter(w)): streams[s] for s, w in workers.items()}
     for a, b in zip(first["inference-0"], first["inference-1"]):
-        np.testing.assert_allclose([t["score"] for t in a["top"]], [t["score"] for t in b["top"]], atol=1e-5)
+        assert [p["id"] for p in a["people"]] == [p["id"] for p in b["people"]]
+        for pa, pb in zip(a["people"], b["people"]):
+            np.testing.assert_allclose([t["score"] for t in pa["top"]], [t["score"] for t in pb["top"]], atol=1e-5)
 
 
 @pytest.fixture

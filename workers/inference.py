@@ -45,8 +45,8 @@ class InferenceWorker:
                  record_dir: str | Path | None = None, allow_remote: bool = False,
                  server_keys: CurveKeyPair | None = None, subscriber_grace_s: float = 0.5,
                  name: str = "inference") -> None:
-        if engine.persons != settings.persons:
-            raise ValueError(f"the engine has {engine.persons} person slots, inference.persons is {settings.persons}")
+        if engine.persons != 1:
+            raise ValueError(f"the engine must take one person per sample (persons=1), not {engine.persons}")
         device = engine.device.type
         self.engine = engine
         self.name = name  # in every result: which worker a stream is pinned to
@@ -69,7 +69,7 @@ class InferenceWorker:
         self.instruments = Instruments(settings.diagnostics)
         self.stats_interval = settings.stats_interval_s
         self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
-        self._inflight: tuple[list[Job], float, Any] | None = None  # the batch the engine is running
+        self._inflight: tuple[list[Job], list[list[int]], float, Any] | None = None  # the batch in flight
         self._next_stats = time.time() + self.stats_interval
         self.stop = threading.Event()
 
@@ -172,24 +172,35 @@ class InferenceWorker:
         self._finish_batch()
 
     def _start_batch(self) -> None:
-        """Takes a batch and starts it; on CUDA graphs the GPU runs it while the loop reads frames."""
+        """Takes a batch of windows and starts one sample per person present at each window's
+        last frame; on CUDA graphs the GPU runs it while the loop reads frames."""
         jobs = self.scheduler.take()
         if not jobs:
             return
         t0 = time.time()
-        batch = self.engine.input_buffer(len(jobs))  # on CUDA, the pinned memory the GPU reads
-        np.stack([j.window for j in jobs], out=batch)
-        self._inflight = (jobs, t0, self.engine.submit(batch))
+        slots = [np.flatnonzero(job.window[2, -1].max(axis=0) > 0) for job in jobs]  # present at the last frame
+        people = [[job.tracks[m] for m in ms] for job, ms in zip(jobs, slots)]
+        rows = sum(len(ms) for ms in slots)
+        if rows == 0:  # nobody in any window: results without people, no model call
+            self._inflight = (jobs, people, t0, None)
+            return
+        batch = self.engine.input_buffer(rows)  # on CUDA, the pinned memory the GPU reads
+        np.concatenate([job.window[..., ms].transpose(3, 0, 1, 2)[..., None] for job, ms in zip(jobs, slots)
+                        if len(ms)], out=batch)
+        self._inflight = (jobs, people, t0, self.engine.submit(batch))
 
     def _finish_batch(self) -> None:
         """Waits for the batch in flight, if any, and publishes its results."""
         if self._inflight is None:
             return
-        jobs, t0, collect = self._inflight
+        jobs, people, t0, collect = self._inflight
         self._inflight = None
-        probs, nxt = collect()
-        self.instruments.batches += 1
-        for result in batch_results(jobs, probs, nxt, self.engine.class_names, self.name, t0):
+        if collect is None:
+            probs, nxt = np.zeros((0, self.engine.num_class), np.float32), None
+        else:
+            probs, nxt = collect()
+            self.instruments.batches += 1
+        for result in batch_results(jobs, people, probs, nxt, None, self.engine.class_names, self.name, t0):
             self.instruments.observe(result.latency_ms)
             self.publisher.publish(result)
         self.instruments.windows += len(jobs)
@@ -308,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         from stgcn.engine import Engine
 
         icfg = settings.inference
-        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device, persons=icfg.persons)
+        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device, persons=1)  # each person on their own
         worker = InferenceWorker(engine, icfg, listen, publish, record_dir=args.record,
                                  allow_remote=curve is not None, server_keys=curve.keys if curve else None,
                                  name=args.name)

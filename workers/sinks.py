@@ -28,11 +28,11 @@ log = logging.getLogger("workers.sinks")
 
 
 def format_line(result: Result) -> str:
-    """``[stream] #seq  label 0.93 | label 0.04 | label 0.01  (1 person, latency 42 ms)``."""
-    top = " | ".join(f"{t.label} {t.score:.2f}" for t in result.top[:3])
-    people = sum(1 for p in result.persons if p is not None)
-    return (f"[{result.stream}] #{result.seq:<5d} {top}  "
-            f"({people} person{'s' * (people != 1)}, latency {result.latency_ms['total']:.0f} ms)")
+    """``[stream] #seq  id 3: wave 0.93 (clap 0.04) | id 5: unknown 0.31 (...)  latency 42 ms``."""
+    people = " | ".join(
+        f"id {p.id}: {p.label} {p.score:.2f}" + (f" ({p.top[1].label} {p.top[1].score:.2f})" if len(p.top) > 1 else "")
+        for p in result.people) or "no person"
+    return f"[{result.stream}] #{result.seq:<5d} {people}  latency {result.latency_ms['total']:.0f} ms"
 
 
 class ResultSink:

@@ -10,20 +10,22 @@ import numpy as np
 import pytest
 
 from pipeline.results import (
-    RESULT_VERSION, STATS_TOPIC, Label, Result, ResultDecodeError, StreamEnded, WorkerStats, decode_record,
-    encode_record, record_topic,
+    RESULT_VERSION, STATS_TOPIC, UNKNOWN, Label, PersonResult, Result, ResultDecodeError, StreamEnded, WorkerStats,
+    decode_record, encode_record, record_topic,
 )
 
 
-def a_result(next_frame: bool = True) -> Result:
+def a_result(next_frame: bool = True, people: int = 2) -> Result:
     skeleton = [[0.5, 0.25, 0.9]] * 18
-    return Result("cam0", 41, 100.0, 100.2, "inference-1", [3, None],
-                  [Label("wave", 2, 0.75), Label("clap", 0, 0.25)],
-                  [skeleton, [[0.0, 0.0, 0.0]] * 18] if next_frame else None,
-                  {"pose": 18.5, "transport": 2.0, "queue": 3.0, "inference": 95.0, "total": 120.0})
+    persons = [PersonResult(3, "wave", 0.75, [Label("wave", 0.75), Label("clap", 0.25)],
+                            skeleton if next_frame else None),
+               PersonResult(5, UNKNOWN, 0.4, [Label("clap", 0.4), Label("wave", 0.35)],
+                            skeleton if next_frame else None)][:people]
+    return Result("cam0", 41, 100.0, 100.2, "inference-1",
+                  {"pose": 18.5, "transport": 2.0, "queue": 3.0, "inference": 95.0, "total": 120.0}, persons)
 
 
-RECORDS = [a_result(), a_result(next_frame=False), StreamEnded("cam0", "eof"),
+RECORDS = [a_result(), a_result(next_frame=False), a_result(people=0), StreamEnded("cam0", "eof"),
            WorkerStats("inference", 5.0, True, {"frames_in": 10, "latency_ms": {}})]
 
 
@@ -37,24 +39,26 @@ def test_records_round_trip_through_msgpack(record) -> None:
 def test_topics_and_the_json_lines_form() -> None:
     assert record_topic(a_result()) == "cam0" and record_topic(RECORDS[-1]) == STATS_TOPIC
     row = a_result().to_json()
-    assert list(row) == ["stream", "seq", "t_capture", "t_result", "persons", "top", "next_frame", "latency_ms",
-                         "worker"]
-    assert row["top"][0] == {"label": "wave", "index": 2, "score": 0.75}
+    assert list(row) == ["stream", "seq", "t_capture", "t_result", "worker", "latency_ms", "people"]
+    assert row["people"][0]["top"][0] == {"label": "wave", "score": 0.75}
+    assert [p["label"] for p in row["people"]] == ["wave", "unknown"]
+    assert list(row["people"][0]) == ["id", "label", "score", "top", "next_frame"]
 
 
 @pytest.mark.parametrize("change, reason", [
-    (lambda r: r.update(v=2), "version"),
+    (lambda r: r.update(v=1), "version"),
     (lambda r: r.update(type="frame"), "unknown record type"),
     (lambda r: r.pop("seq"), "missing 'seq'"),
     (lambda r: r.update(seq=-1), "negative"),
     (lambda r: r.update(stream="a/b"), "stream id"),
     (lambda r: r.update(t_result=math.nan), "finite"),
-    (lambda r: r.update(persons=[]), "persons"),
-    (lambda r: r.update(top=[]), "top"),
-    (lambda r: r["top"][0].update(score=1.5), "range"),
-    (lambda r: r["top"][0].update(index=True), "index"),
-    (lambda r: r.update(next_frame=[[[0.1, 0.2, 0.3]]]), "one skeleton per person slot"),
-    (lambda r: r["next_frame"][0][3].append(1.0), "[x, y, c]"),
+    (lambda r: r.update(people={}), "people"),
+    (lambda r: r["people"][0].update(top=[]), "top"),
+    (lambda r: r["people"][0]["top"][0].update(score=1.5), "range"),
+    (lambda r: r["people"][0].update(id=True), "id"),
+    (lambda r: r["people"][1].pop("label"), "missing 'label'"),
+    (lambda r: r["people"][0].update(next_frame=[[0.1, 0.2]]), "[x, y, c]"),
+    (lambda r: r["people"][0]["next_frame"][3].append(1.0), "[x, y, c]"),
     (lambda r: r["latency_ms"].pop("queue"), "latency_ms"),
 ])
 def test_invalid_results_are_refused_with_a_reason(change, reason) -> None:

@@ -12,7 +12,7 @@ from pipeline.settings import DEFAULT_CONFIG, PerDevice, load_settings
 def test_defaults_come_from_the_shipped_yaml_only() -> None:
     s = load_settings()
     assert s.inference.stride == PerDevice(cuda=1, cpu=4) and s.inference.stride.on("cpu") == 4
-    assert s.inference.max_batch.on("cuda") == 64 and s.inference.persons == 2
+    assert s.inference.max_batch.on("cuda") == 64 and s.inference.persons == 5
     assert s.inference.buffer_frames == 300 and s.inference.diagnostics is False
     assert s.capture.live_queue == 8 and s.endpoints.curve.server_key is None
     assert "stride:" in DEFAULT_CONFIG.read_text()
@@ -26,7 +26,7 @@ def test_a_config_changes_only_its_keys_and_flags_override(tmp_path: Path) -> No
     assert s.inference.stride == PerDevice(cuda=1, cpu=2), "the other device keeps its default"
     assert s.inference.max_batch == PerDevice(16, 16), "one number: every device"
     assert s.endpoints.curve.server_key == tmp_path / "keys" / "server.key_secret", "relative to the config"
-    assert s.inference.persons == 2
+    assert s.inference.persons == 5
     s = load_settings(config, inference__stride=5, inference__weights=None)
     assert s.inference.stride == PerDevice(5, 5) and s.inference.weights is None
 

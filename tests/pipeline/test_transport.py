@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from pipeline.messages import StreamEnd, StreamStart, decode, encode, frame_from_arrays
-from pipeline.results import StreamEnded, WorkerStats
+from pipeline.results import RESULT_VERSION, StreamEnded, WorkerStats
 from pipeline.transport import (
     FrameReceiver, FrameSender, ResultPublisher, ResultSubscriber, SenderStopped, SendTimeout,
     allowed_keys_from_dir, check_bind_endpoint, create_certificates, generate_keypair, is_loopback_endpoint,
@@ -297,7 +297,7 @@ def test_records_are_published_and_filtered_by_exact_stream() -> None:
 def test_subscriber_skips_and_counts_malformed_records() -> None:
     raw = zmq.Context.instance().socket(zmq.PUB)
     port = raw.bind_to_random_port("tcp://127.0.0.1")
-    end = msgpack.packb({"type": "end", "v": 1, "stream": "s", "reason": "eof"})
+    end = msgpack.packb({"type": "end", "v": RESULT_VERSION, "stream": "s", "reason": "eof"})
     with ResultSubscriber(f"tcp://127.0.0.1:{port}") as sub:
         def joined() -> bool:
             raw.send_multipart([b"s", end])

@@ -86,11 +86,15 @@ def test_classifies_every_stride_survives_bad_input_and_records(worker):
     seqs = [r["seq"] for r in results]
     assert seqs == list(range(15, n, 4)) + ([n - 1] if (n - 1 - 15) % 4 else [])
     r = results[0]
-    scores = [t["score"] for t in r["top"]]
-    assert scores == sorted(scores, reverse=True) and {t["label"] for t in r["top"]} == set("abcde")
-    assert len(r["top"]) == 5 and abs(sum(t["score"] for t in r["top"]) - 1) < 1e-4
-    assert sorted(p for p in r["persons"] if p is not None) == [3, 7]
-    assert np.asarray(r["next_frame"]).shape == (2, 18, 3)
+    assert sorted(p["id"] for p in r["people"]) == [3, 7], "each tracked person gets their own result"
+    for p in r["people"]:
+        scores = [t["score"] for t in p["top"]]
+        assert scores == sorted(scores, reverse=True) and {t["label"] for t in p["top"]} == set("abcde")
+        assert len(p["top"]) == 5 and abs(sum(scores) - 1) < 1e-4
+        assert p["label"] == p["top"][0]["label"] and p["score"] == scores[0]
+        assert np.asarray(p["next_frame"]).shape == (18, 3)
+    a, b = r["people"]
+    assert a["top"] != b["top"], "two different people, two different classifications"
     assert set(r["latency_ms"]) == {"pose", "transport", "queue", "inference", "total"} and r["latency_ms"]["pose"] == 5
     assert proc.poll() is None, "bad messages never stop the worker"
     proc.send_signal(signal.SIGTERM)
@@ -178,10 +182,11 @@ def test_a_batched_stream_gives_the_results_of_its_frames_sent_one_by_one(worker
     one, many = results["one"], results["many"]
     assert [r["seq"] for r in many] == [r["seq"] for r in one] and len(one) > 10
     for a, b in zip(one, many):
-        assert a["persons"] == b["persons"]
-        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
-        np.testing.assert_allclose([t["score"] for t in a["top"]], [t["score"] for t in b["top"]], atol=1e-4)
-        np.testing.assert_allclose(a["next_frame"], b["next_frame"], atol=1e-4)
+        assert [p["id"] for p in a["people"]] == [p["id"] for p in b["people"]]
+        for pa, pb in zip(a["people"], b["people"]):
+            assert [t["label"] for t in pa["top"]] == [t["label"] for t in pb["top"]]
+            np.testing.assert_allclose([t["score"] for t in pa["top"]], [t["score"] for t in pb["top"]], atol=1e-4)
+            np.testing.assert_allclose(pa["next_frame"], pb["next_frame"], atol=1e-4)
     proc.send_signal(signal.SIGTERM)
     stats = final_stats(sub)
     proc.communicate(timeout=15)
