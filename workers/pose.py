@@ -180,7 +180,7 @@ class PoseEstimator:
     def __init__(
         self,
         model_path: str | Path | None = DEFAULT_POSE_MODEL,
-        num_poses: int = 2,
+        num_poses: int = 5,
         mode: Mode = "auto",
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         min_detection_confidence: float = 0.3,
