@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 FORMAT = "stgcn-stream"
 FORMAT_VERSION = 1
 DEFAULT_WINDOW = 300  # frames a checkpoint without its own window is served on (the original ST-GCN clips)
+DEFAULT_PERSONS = 2  # person slots (M) of a checkpoint that does not say: the st-gcn data format's
 
 
 class CheckpointError(ValueError):
@@ -140,6 +141,7 @@ def load_model(path: str | os.PathLike, *, layout: str | dict | None = None, num
     _load_state(path, model, state)
     config.pop("layout", None)  # older checkpoints repeated model.graph_args.layout here
     config["window"] = int(config.get("window") or DEFAULT_WINDOW)
+    config["persons"] = int(config.get("persons") or DEFAULT_PERSONS)
     model.config = config
     return model.to(device).eval()
 

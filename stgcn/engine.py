@@ -25,6 +25,7 @@ import torch
 
 from .checkpoint import load_model
 from .graph import get_layout
+from .open_set import OpenSet
 from .transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class _Compiled:
 class Engine:
     """Batched inference of one checkpoint on raw ``(B, C, W, V, M)`` windows."""
 
-    def __init__(self, weights: str | Path, device: str = "auto", *, persons: int,
+    def __init__(self, weights: str | Path, device: str = "auto", *, persons: int | None = None,
                  window: int | None = None) -> None:
         """``weights`` on ``device`` (``auto``: CUDA when present) for windows of ``persons`` person
         slots and ``window`` frames (default: the checkpoint's window)."""
@@ -82,8 +83,9 @@ class Engine:
         self.window = int(window or cfg["window"])  # a checkpoint serves any length
         self.channels = int(model_cfg.get("in_channels", 3))
         self.joints = int(self.model.A.shape[-1])
-        self.persons = persons
+        self.persons = int(persons or cfg["persons"])  # person slots of a sample (default: as trained)
         self.predicts = self.model.predictor is not None
+        self.open_set = OpenSet.from_config(cfg.get("open_set"))  # None: every top class stands
         cuda = self.device.type == "cuda"
         self.net = self.model
         self.prepare, self.finish = self._prepare, self._finish

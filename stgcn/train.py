@@ -33,6 +33,7 @@ from .checkpoint import build_model, save_checkpoint
 from .config import load_config, serving_config
 from .data import build_datasets, make_loader, resolve_workers
 from .evaluation import autocast, evaluate_classification, evaluate_prediction
+from .open_set import OpenSet, calibrate
 from .predictor import present
 
 log = logging.getLogger("stgcn.train")
@@ -183,6 +184,22 @@ class MetricsLog:
             self.tb.flush()
 
 
+@torch.no_grad()
+def calibrate_open_set(model: torch.nn.Module, dataset: Any, batch: int, workers: int, device: torch.device,
+                       amp: bool) -> OpenSet:
+    """The "unknown" thresholds from the training windows (augmented as in training): see
+    :mod:`stgcn.open_set`."""
+    model.eval()
+    probs, labels, motions = [], [], []
+    for item in make_loader(dataset, batch, False, workers):
+        with autocast(device, amp):
+            logits = model(item["x"].to(device, non_blocking=True)).float()
+        probs.append(torch.softmax(logits, 1).cpu().numpy())
+        labels.append(item["label"].numpy())
+        motions.append(item["motion"].numpy())
+    return calibrate(np.concatenate(probs), np.concatenate(labels), np.concatenate(motions))
+
+
 def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = False) -> dict[str, float]:
     """Run the training described by ``cfg``; returns the final epoch's metrics."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -203,7 +220,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     datasets = build_datasets(cfg, seed=seed)
     any_ds = datasets.get("train") or datasets["train_next"]
     num_class = int(cfg["model"].get("num_class") or any_ds.num_classes)
-    serve = serving_config(cfg, num_class)
+    serve = {**serving_config(cfg, num_class), "persons": int(any_ds.shape[-1])}
     coords = serve["model"]["coords"]
     model = build_model(serve["model"]).to(device)
     epochs = int(tcfg.get("epochs", 80))
@@ -295,6 +312,10 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
             if improved:
                 save_checkpoint(work_dir / "best.pt", final, serve_cfg, meta)
             if epoch == epochs - 1:
+                if "train" in datasets and tcfg.get("open_set", True):
+                    open_set = calibrate_open_set(final, datasets["train"], batch, workers, device, amp)
+                    serve_cfg["open_set"] = open_set.to_config()
+                    log.info("open set calibrated on the training data: %s", serve_cfg["open_set"])
                 save_checkpoint(work_dir / "final.pt", final, serve_cfg, meta)
             log.info("epoch %d/%d %s", epoch + 1, epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

@@ -25,12 +25,13 @@ import numpy as np
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.messages import Decoder, Frame, FrameBatch, StreamEnd, StreamStart, encode
 from pipeline.results import StreamEnded, WorkerStats, batch_results
-from pipeline.scheduler import Job, Scheduler
+from pipeline.scheduler import Scheduler
 from pipeline.streams import StreamState
 from pipeline.settings import InferenceSettings, load_settings
 from pipeline.transport import CurveKeyPair, FrameReceiver, ResultPublisher, start_authenticator
 from pipeline.windows import WindowRules
 from stgcn.graph import canonical_layout
+from stgcn.open_set import motion
 from workers.config import add_curve_args, add_settings_args, server_curve, stop_on_signals
 from workers.heap import freeze
 from workers.instruments import Instruments
@@ -45,8 +46,6 @@ class InferenceWorker:
                  record_dir: str | Path | None = None, allow_remote: bool = False,
                  server_keys: CurveKeyPair | None = None, subscriber_grace_s: float = 0.5,
                  name: str = "inference") -> None:
-        if engine.persons != 1:
-            raise ValueError(f"the engine must take one person per sample (persons=1), not {engine.persons}")
         device = engine.device.type
         self.engine = engine
         self.name = name  # in every result: which worker a stream is pinned to
@@ -69,7 +68,7 @@ class InferenceWorker:
         self.instruments = Instruments(settings.diagnostics)
         self.stats_interval = settings.stats_interval_s
         self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
-        self._inflight: tuple[list[Job], list[list[int]], float, Any] | None = None  # the batch in flight
+        self._inflight: tuple | None = None  # the batch in flight: jobs, people, start, collect, motions
         self._next_stats = time.time() + self.stats_interval
         self.stop = threading.Event()
 
@@ -182,25 +181,28 @@ class InferenceWorker:
         people = [[job.tracks[m] for m in ms] for job, ms in zip(jobs, slots)]
         rows = sum(len(ms) for ms in slots)
         if rows == 0:  # nobody in any window: results without people, no model call
-            self._inflight = (jobs, people, t0, None)
+            self._inflight = (jobs, people, t0, None, None)
             return
         batch = self.engine.input_buffer(rows)  # on CUDA, the pinned memory the GPU reads
-        np.concatenate([job.window[..., ms].transpose(3, 0, 1, 2)[..., None] for job, ms in zip(jobs, slots)
-                        if len(ms)], out=batch)
-        self._inflight = (jobs, people, t0, self.engine.submit(batch))
+        # one person a sample, in its first person slot, the others empty: as the model was trained
+        np.concatenate([job.window[..., ms].transpose(3, 0, 1, 2) for job, ms in zip(jobs, slots) if len(ms)],
+                       out=batch[..., 0])
+        batch[..., 1:] = 0
+        moving = None if self.engine.open_set is None else motion(batch)
+        self._inflight = (jobs, people, t0, self.engine.submit(batch), moving)
 
     def _finish_batch(self) -> None:
         """Waits for the batch in flight, if any, and publishes its results."""
         if self._inflight is None:
             return
-        jobs, people, t0, collect = self._inflight
+        jobs, people, t0, collect, moving = self._inflight
         self._inflight = None
-        if collect is None:
-            probs, nxt = np.zeros((0, self.engine.num_class), np.float32), None
-        else:
+        probs, nxt, known = np.zeros((0, self.engine.num_class), np.float32), None, None
+        if collect is not None:
             probs, nxt = collect()
             self.instruments.batches += 1
-        for result in batch_results(jobs, people, probs, nxt, None, self.engine.class_names, self.name, t0):
+            known = None if moving is None else self.engine.open_set.known(probs, moving)
+        for result in batch_results(jobs, people, probs, nxt, known, self.engine.class_names, self.name, t0):
             self.instruments.observe(result.latency_ms)
             self.publisher.publish(result)
         self.instruments.windows += len(jobs)
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         from stgcn.engine import Engine
 
         icfg = settings.inference
-        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device, persons=1)  # each person on their own
+        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device)  # one person a sample
         worker = InferenceWorker(engine, icfg, listen, publish, record_dir=args.record,
                                  allow_remote=curve is not None, server_keys=curve.keys if curve else None,
                                  name=args.name)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..open_set import motion
 from ..graph import Layout, get_layout
 from ..transforms import Transform, build_transform
 from .augment import Augment, build_augment, valid_range
@@ -264,6 +265,7 @@ class SkeletonDataset(Dataset):
             else:
                 win = classification_window(x, self.window, rng if train else None)
             xn = self.transform(win)
+            item["motion"] = torch.tensor(motion(win[None])[0])  # for the open-set calibration
         item["x"] = torch.from_numpy(np.ascontiguousarray(xn, dtype=np.float32))
         return item
 

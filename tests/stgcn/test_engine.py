@@ -25,8 +25,7 @@ def test_cpu_engine_runs_the_original_module_on_the_checkpoints_window():
     assert engine.window == engine.config["window"] and engine.sample_shape == (3, engine.window, 18, 2)
     assert engine.layout == "openpose" and engine.persons == 2
     assert Engine(DEFAULT_WEIGHTS, "cpu", persons=1, window=32).sample_shape == (3, 32, 18, 1)
-    with pytest.raises(TypeError):
-        Engine(DEFAULT_WEIGHTS, "cpu")  # persons is required: it is the pipeline's setting, not the checkpoint's
+    assert Engine(DEFAULT_WEIGHTS, "cpu").persons == 2, "by default the person slots the model was trained with"
 
 
 def test_engine_layout_is_the_canonical_name(tmp_path):

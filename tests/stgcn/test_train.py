@@ -64,6 +64,10 @@ def test_train_eval_and_resume_match_an_uninterrupted_run(utd_subset, tmp_path):
     assert model.predictor is not None and model.config["normalisation"]["drop_joints"] == [14, 15, 16, 17]
 
     assert list((full / "tensorboard").glob("events.out.tfevents.*")), "metrics also go to TensorBoard"
+    final = load_model(full / "final.pt").config
+    assert final["persons"] == 2, "the person slots of the training data"
+    assert 0 < final["open_set"]["score_threshold"] < 1 and final["open_set"]["motion_threshold"] > 0, \
+        "the unknown thresholds, calibrated on the training windows"
 
     out = tmp_path / "eval.json"
     proc = run("-m", "stgcn.eval", "--weights", str(full / "last.pt"), "--json", str(out), "--device", "cpu",

@@ -58,7 +58,7 @@ def test_attributes_and_eval_windows(files):
     assert len(ds) == 4 and ds.num_classes == 3 and ds.names == ["s0", "s1", "s2", "s3"]
     assert ds.labels.tolist() == [0, 1, 2, 1]
     item = ds[0]
-    assert set(item) == {"x", "label", "index"}
+    assert set(item) == {"x", "label", "index", "motion"}
     assert item["x"].dtype == torch.float32 and item["x"].shape == (3, 20, V, M)
     assert item["label"].dtype == torch.int64 and int(item["label"]) == 0 and item["index"] == 0
     x = item["x"].numpy()
