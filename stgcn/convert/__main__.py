@@ -1,4 +1,5 @@
-"""``python -m stgcn.convert FORMAT SRC OUT [options]``: convert a dataset to the st-gcn format."""
+"""``python -m stgcn.convert FORMAT SRC OUT [options]``: convert a dataset to the st-gcn format;
+``python -m stgcn.convert merge OUT SRC... --classes FILE``: merge converted datasets."""
 
 from __future__ import annotations
 
@@ -55,6 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, nargs="+", help="only these subjects")
     p.add_argument("--limit", type=int, help="at most this many files per split")
 
+    for name, helptext, desc in (
+            ("utd-mhad-2d", "UTD-MHAD OpenPose 2D keypoints of the RGB videos (CSV)",
+             "SRC is utd-mhad-openpose2d (manifest.csv + csv/*.csv); cross-subject split; openpose layout."),
+            ("penn-action", "Penn Action 2D joints (labels/NNNN.mat)",
+             "SRC holds labels/NNNN.mat; the official train/test split; openpose layout."),
+            ("jhmdb", "JHMDB 2D joints, split 1 (GT_{train,test}_1.pkl)",
+             "SRC holds GT_train_1.pkl and GT_test_1.pkl; openpose layout.")):
+        p = sub.add_parser(name, help=helptext, description=desc + " Writes class_names.txt and meta.json too.")
+        _common(p)
+        p.add_argument("--limit", type=int, help="at most this many samples per split")
+
+    p = sub.add_parser("merge", help="merge converted datasets under one class list",
+                       description="OUT first, then the converted dataset folders; writes class_names.txt, "
+                                   "sources.json (the dataset of each sample) and meta.json.")
+    p.add_argument("out", help="output folder")
+    p.add_argument("srcs", nargs="+", metavar="SRC", help="converted dataset folders")
+    p.add_argument("--classes", required=True, help="merged class list (YAML, e.g. configs/classes/real_video.yaml)")
+    p.add_argument("--frames", type=int, help="T of the output (default: the largest T of the sources)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_flag(p)
+
     p = sub.add_parser("recordings", help="the pipeline's *.skel recordings + a label CSV",
                        description="SRC is a folder of recordings; --labels a CSV with columns file,label.")
     _common(p)
@@ -68,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.format == "merge":
+        from .merge import merge_datasets
+        return merge_datasets(args.out, args.srcs, args.classes, frames=args.frames, progress=not args.no_progress)
     common = dict(frames=args.frames, skip_bad=args.skip_bad, workers=args.workers, progress=not args.no_progress)
     if args.format == "kinetics":
         from .kinetics import convert_kinetics
@@ -81,6 +106,15 @@ def run(args: argparse.Namespace) -> dict:
         from .utd_mhad import convert_utd_mhad
         return convert_utd_mhad(args.src, args.out, layout=args.layout, persons=args.persons,
                                 subjects=args.subjects, limit=args.limit, **common)
+    if args.format == "utd-mhad-2d":
+        from .utd_mhad_2d import convert_utd_mhad_2d
+        return convert_utd_mhad_2d(args.src, args.out, persons=args.persons, limit=args.limit, **common)
+    if args.format == "penn-action":
+        from .penn_action import convert_penn_action
+        return convert_penn_action(args.src, args.out, persons=args.persons, limit=args.limit, **common)
+    if args.format == "jhmdb":
+        from .jhmdb import convert_jhmdb
+        return convert_jhmdb(args.src, args.out, persons=args.persons, limit=args.limit, **common)
     if args.format == "recordings":
         from .recordings import convert_recordings
         return convert_recordings(args.src, args.out, args.labels, classes=args.classes, layout=args.layout,
