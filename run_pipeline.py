@@ -243,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug, args.quiet)
     from workers.sinks import ResultSink
 
+    if args.save_video and Path(args.save_video).suffix.lower() not in (".mp4", ".avi"):
+        suffix = Path(args.save_video).suffix
+        print(f"error: --save-video {args.save_video}: cannot write {repr(suffix) if suffix else 'no extension'} "
+              "videos; use .mp4 or .avi", file=sys.stderr)
+        return USER_ERROR
     for path in args.video + args.replay:
         if not Path(path).is_file():
             print(f"error: {path}: no such file", file=sys.stderr)
