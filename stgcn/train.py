@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import os
 import random
 import sys
@@ -99,7 +100,7 @@ def prepare_net(model: torch.nn.Module, tcfg: dict, device: torch.device, distri
 
 def train_step(net: torch.nn.Module, batches: tuple[dict, ...], optimizer: torch.optim.Optimizer,
                device: torch.device, task: str, coords: int, amp: bool = True, next_weight: float = 10.0,
-               clip: float = 0.0) -> dict[str, torch.Tensor]:
+               clip: float = 0.0, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
     """One optimisation step on one batch of each of :func:`epoch_loaders`' loaders; the detached losses."""
     losses = {}
     loss = torch.zeros((), device=device)
@@ -107,7 +108,8 @@ def train_step(net: torch.nn.Module, batches: tuple[dict, ...], optimizer: torch
         if task != "predict":
             b = batches[0]
             logits = net(b["x"].to(device, non_blocking=True))
-            lc = torch.nn.functional.cross_entropy(logits.float(), b["label"].to(device, non_blocking=True))
+            lc = torch.nn.functional.cross_entropy(logits.float(), b["label"].to(device, non_blocking=True),
+                                                   label_smoothing=label_smoothing)
             loss = loss + lc
             losses["loss_cls"] = lc.detach()
         if task in ("joint", "predict"):
@@ -229,11 +231,18 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     optimizer = make_optimizer(model, tcfg)
     steps = [int(s) for s in tcfg.get("steps", [])]
     gamma, warmup = float(tcfg.get("gamma", 0.1)), int(tcfg.get("warmup_epochs", 0))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then x gamma at each step epoch
-        optimizer, lambda e: min(1.0, (e + 1) / (warmup + 1)) * gamma ** sum(e >= s for s in steps))
+    if tcfg.get("schedule", "steps") == "cosine":  # linear warm-up, then cosine annealing to 0
+        def factor(e: int) -> float:
+            return min(1.0, (e + 1) / (warmup + 1)) * 0.5 * (1 + math.cos(math.pi * max(0, e - warmup)
+                                                                           / max(1, epochs - warmup)))
+    else:  # linear warm-up, then x gamma at each step epoch
+        def factor(e: int) -> float:
+            return min(1.0, (e + 1) / (warmup + 1)) * gamma ** sum(e >= s for s in steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     amp = bool(tcfg.get("amp", True))
     next_weight = float(tcfg.get("next_frame_weight", 10.0))
     clip = float(tcfg.get("clip_grad_norm", 0.0))
+    smoothing = float(tcfg.get("label_smoothing", 0.0))
     start_epoch, best, history = 0, None, {}
     work_dir.mkdir(parents=True, exist_ok=True)
     last_path = work_dir / "last.pt"
@@ -275,7 +284,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
         total = min(len(dl) for dl in loaders)
         for batches in tqdm(iterator, total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                             disable=rank != 0 or not sys.stderr.isatty()):
-            losses = train_step(net, batches, optimizer, device, task, coords, amp, next_weight, clip)
+            losses = train_step(net, batches, optimizer, device, task, coords, amp, next_weight, clip, smoothing)
             for k, v in losses.items():
                 sums[k] += v.float()
             if ema is not None:
