@@ -225,8 +225,7 @@ def draw_labels(image: np.ndarray, frame: Frame, result: Result | None) -> list[
     by_id = {p.id: p for p in result.people} if result is not None else {}
     drawn: list[DrawnLabel] = []
     h, w = image.shape[:2]
-    for person in sorted(frame.persons, key=lambda p: float(np.min(p.keypoints[p.keypoints[:, 2] > 0, 1],
-                                                                    initial=1.0))):
+    for person in sorted(frame.persons, key=lambda p: p.track):  # a stable order: labels do not swap places
         present = person.keypoints[:, 2] > 0
         if not present.any():
             continue
