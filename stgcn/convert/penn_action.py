@@ -7,8 +7,9 @@ The joint order is documented as head, left/right shoulder, left/right elbow, ..
 says the FIRST joint of each pair is the person's RIGHT: in the clips labelled with a "front"
 view (the person faces the camera, so their right is on the image's left) joint 2 (one-based)
 is left of joint 3 in 89 % of the frames, and in "back" views right of it in 75 % (in all 202
-back-view bowling clips, filmed from behind the bowler); the wrist of joint 6 moves more than that of joint 7 in 80 % of the bowling clips and 78 % of
-the guitar-strumming ones (mostly right-handed). So: 1 head, 2 r_shoulder, 3 l_shoulder,
+back-view bowling clips, filmed from behind the bowler); the wrist of joint 6 moves more than
+that of joint 7 in 80 % of the bowling clips and 78 % of the guitar-strumming ones (mostly
+right-handed). So: 1 head, 2 r_shoulder, 3 l_shoulder,
 4 r_elbow, 5 l_elbow, 6 r_wrist, 7 l_wrist, 8 r_hip, 9 l_hip, 10 r_knee, 11 l_knee,
 12 r_ankle, 13 l_ankle (the person's own sides).
 

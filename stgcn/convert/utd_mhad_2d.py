@@ -128,10 +128,11 @@ def convert_utd_mhad_2d(src: str | os.PathLike, out: str | os.PathLike, frames: 
     for split in ("train", "val"):
         part = [r for r in rows if r["split"] == split][:limit]
         samples = [Sample(r["name"], r["label"], r["file"]) for r in part]
-        results[split] = write_split(out, split, samples, _Reader(frames, persons), (3, frames, NUM_JOINTS, persons),
-                                     skip_bad=skip_bad, workers=workers, progress=progress, desc=f"{DATASET} {split}")
+        results[split] = write_split(out, split, samples, _Reader(frames, persons),
+                                     (3, frames, NUM_JOINTS, persons), skip_bad=skip_bad, workers=workers,
+                                     progress=progress, desc=f"{DATASET} {split}")
     write_dataset_info(out, class_names, {
         "dataset": DATASET, "layout": "openpose", "fps": FPS, "frames": frames, "persons": persons,
-        "coordinates": "x / width, y / height of the un-mirrored 640x480 video, y down; confidence 1 (none in the source)",
+        "coordinates": "x / width, y / height of the un-mirrored 640x480 video, y down; confidence 1 (none given)",
     })
     return counts(results, classes=len(class_names))
