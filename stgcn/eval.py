@@ -3,6 +3,12 @@
     python -m stgcn.eval [CONFIG] --weights CKPT [--data-dir DIR] [--json OUT]
 
 CONFIG may be left out for the project's own checkpoints, which carry their config.
+
+When DIR has a ``class_names.txt``, its classes are matched to the model's by name (case, ``_``
+and ``-`` ignored), else through the near-synonyms of ``configs/classes/synonyms.yaml``
+(``--synonyms``): DIR may hold a subset of the model's classes, in any order; samples of
+classes the model lacks count as errors. With a ``sources.json`` (a merged data set) the
+top-1 of each source dataset is reported too.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from pipeline.cli import add_debug_flag, run_cli, setup_logging
 
 from .checkpoint import load_model
 from .config import load_config, serving_config
-from .data import available_cpus, build_datasets, make_loader
-from .evaluation import evaluate_classification, evaluate_prediction
+from .data import available_cpus, build_datasets, load_class_names, make_loader
+from .evaluation import (ClassMap, accuracy_by_source, evaluate_classification, evaluate_prediction, load_synonyms,
+                         map_classes)
 
 log = logging.getLogger("stgcn.eval")
+
+SYNONYMS = Path(__file__).resolve().parents[1] / "configs" / "classes" / "synonyms.yaml"
 
 
 def save_confusion_png(confusion: list[list[int]], names: list[str], path: Path, title: str = "") -> None:
@@ -65,6 +74,41 @@ def weakest_classes(confusion: list[list[int]], names: list[str], n: int = 5) ->
     return line
 
 
+def class_map_lines(cmap: ClassMap, labels: np.ndarray) -> list[str]:
+    """What matching the data's classes to the model's did, for the output."""
+    matched = len(cmap.data_names) - len(cmap.missing)
+    lines = [f"classes: {matched} of the data's {len(cmap.data_names)} matched by name to the model's "
+             f"{len(cmap.model_names)}" + (f" ({len(cmap.by_synonym)} through synonyms)" if cmap.by_synonym else "")]
+    if cmap.missing:
+        lacking = np.isin(labels, [k for k, i in enumerate(cmap.index) if i < 0])
+        n = len(cmap.missing)
+        more = f" (+{n - 8} more)" if n > 8 else ""
+        lines.append(f"{int(lacking.sum())} samples of {n} class{'es' if n > 1 else ''} the model lacks "
+                     "count as errors: " + ", ".join(cmap.missing[:8]) + more)
+    if cmap.ambiguous:
+        lines.append("several model classes share a synonyms group with: " + ", ".join(cmap.ambiguous))
+    return lines
+
+
+def synonyms_path(arg: str) -> str | None:
+    """The synonyms table to use: none for 'none', or for the default where no configs folder exists."""
+    if arg == "none" or (arg == str(SYNONYMS) and not SYNONYMS.is_file()):
+        return None
+    return arg
+
+
+def read_sources(data_dir: Path, split: str = "val") -> list[str] | None:
+    """The source dataset of each sample of ``split`` from ``sources.json``, if the folder has one."""
+    path = data_dir / "sources.json"
+    if not path.is_file():
+        return None
+    try:
+        sources = json.loads(path.read_text())[split]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: expected a JSON object with a {split!r} list ({type(e).__name__}: {e})") from None
+    return [str(s) for s in sources]
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -72,20 +116,47 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
     if not cfg:
         raise ValueError(f"{args.weights}: carries no training config; pass CONFIG")
-    if args.data_dir:
-        d = Path(args.data_dir)
+    d = Path(args.data_dir) if args.data_dir else None
+    if d is not None:
         cfg.setdefault("data", {})["val"] = {"data": str(d / "val_data.npy"), "label": str(d / "val_label.pkl")}
     cfg["data"]["num_workers"] = args.workers
     serve = serving_config(cfg, model.config["model"]["num_class"])
+    names = model.config.get("class_names") or serve["class_names"]
+    cmap = None
+    if d is not None and (d / "class_names.txt").is_file():
+        cmap = map_classes(load_class_names(d / "class_names.txt"), names, load_synonyms(synonyms_path(args.synonyms)))
+        cfg.pop("class_names", None)  # the data's labels index its own classes
     datasets = build_datasets(cfg, splits=("val",))
+    val = datasets["val"]
+    data_labels = val.labels
+    if cmap is not None:
+        if len(data_labels) and data_labels.max() >= len(cmap.data_names):
+            raise ValueError(f"{val.label_path}: label {int(data_labels.max())} but {d / 'class_names.txt'} "
+                             f"names {len(cmap.data_names)} classes")
+        val.labels = cmap.index[data_labels]
+    sources = read_sources(d) if d is not None else None
     metrics: dict[str, Any] = {"weights": str(args.weights)}
-    cls_loader = make_loader(datasets["val"], args.batch_size, shuffle=False, workers=args.workers)
-    metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], progress=True))
+    correct = np.zeros(len(val), bool)
+    cls_loader = make_loader(val, args.batch_size, shuffle=False, workers=args.workers)
+    metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], progress=True,
+                                           correct=correct))
     if model.predictor is not None and "val_next" in datasets:
         nxt = make_loader(datasets["val_next"], args.batch_size, shuffle=False, workers=args.workers)
         metrics.update(evaluate_prediction(model, nxt, device, serve["model"]["coords"], progress=True))
-    names = model.config.get("class_names") or serve["class_names"]
+    if cmap is not None:
+        for line in class_map_lines(cmap, data_labels):
+            print(line)
+        known = val.labels >= 0
+        metrics.update(class_map=cmap.as_dict(), missing_samples=int((~known).sum()),
+                       top1_known=float(correct[known].mean()) if known.any() else 0.0)
     print(f"top-1 {100 * metrics['top1']:.2f} %  top-5 {100 * metrics['top5']:.2f} %  ({metrics['samples']} samples)")
+    if cmap is not None and metrics["missing_samples"]:
+        print(f"top-1 on the {metrics['samples'] - metrics['missing_samples']} samples of classes the model has: "
+              f"{100 * metrics['top1_known']:.2f} %")
+    if sources is not None:
+        metrics["per_dataset"] = accuracy_by_source(correct, sources)
+        print("per dataset: " + ", ".join(f"{k} {100 * v['top1']:.2f} % ({v['samples']})"
+                                          for k, v in metrics["per_dataset"].items()))
     if "mpjpe" in metrics:
         print(f"next-frame MPJPE {metrics['mpjpe']:.5f}  zero-velocity {metrics['mpjpe_zero_velocity']:.5f}  "
               f"constant-velocity {metrics['mpjpe_constant_velocity']:.5f}  "
@@ -104,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stgcn.eval", description=__doc__.split("\n")[0])
     parser.add_argument("config", nargs="?", help="training YAML config (optional for project checkpoints)")
     parser.add_argument("--weights", required=True, help="checkpoint to evaluate")
-    parser.add_argument("--data-dir", help="folder with val_data.npy and val_label.pkl")
+    parser.add_argument("--data-dir", help="folder with val_data.npy and val_label.pkl (and optionally "
+                                           "class_names.txt, matched to the model's by name, and sources.json)")
+    parser.add_argument("--synonyms", default=str(SYNONYMS),
+                        help="near-synonyms table for matching class names ('none': exact names only; "
+                             "default: configs/classes/synonyms.yaml)")
     parser.add_argument("--json", help="write the metrics to this JSON file")
     parser.add_argument("--confusion", help="confusion-matrix PNG path (default: next to --json)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

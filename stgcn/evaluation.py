@@ -1,11 +1,20 @@
-"""Evaluation of a model on DataLoaders: classification accuracy and confusion, next-frame MPJPE.
+"""Evaluation of a model on DataLoaders: classification accuracy and confusion, next-frame MPJPE;
+matching a data set's classes to a model's by name.
 
 Training evaluates every epoch with these; ``python -m stgcn.eval`` evaluates a checkpoint.
+A label of -1 marks a sample of a class the model lacks: it counts as an error in top-1 and
+top-5 and is left out of the loss and the confusion matrix.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
 
 import numpy as np
 import torch
@@ -22,23 +31,33 @@ def autocast(device: torch.device, enabled: bool = True):
 
 @torch.no_grad()
 def evaluate_classification(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                            num_class: int, amp: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Top-1, top-5, per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
+                            num_class: int, amp: bool = True, progress: bool = False,
+                            correct: np.ndarray | None = None) -> dict[str, Any]:
+    """Top-1, top-5, per-class accuracy and the confusion matrix (rows: true, columns: predicted).
+
+    Labels of -1 (a class the model lacks) count as errors. ``correct``, a bool array over the
+    dataset, receives each sample's top-1 hit (by ``batch["index"]``).
+    """
     model.eval()
     confusion = np.zeros((num_class, num_class), np.int64)
-    top5_hits, total, loss_sum = 0, 0, 0.0
+    top5_hits, total, known, loss_sum = 0, 0, 0, 0.0
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         x, label = batch["x"].to(device, non_blocking=True), batch["label"].to(device)
         with autocast(device, amp):
             logits = model(x).float()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, label, reduction="sum"))
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, label, reduction="sum", ignore_index=-1))
         top = logits.topk(min(5, num_class), dim=1).indices
         top5_hits += int((top == label[:, None]).any(1).sum())
-        np.add.at(confusion, (label.cpu().numpy(), top[:, 0].cpu().numpy()), 1)
-        total += len(label)
+        lab, pred = label.cpu().numpy(), top[:, 0].cpu().numpy()
+        ok = lab >= 0
+        np.add.at(confusion, (lab[ok], pred[ok]), 1)
+        if correct is not None:
+            correct[np.asarray(batch["index"])] = lab == pred
+        total += len(lab)
+        known += int(ok.sum())
     per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
     return {"top1": float(confusion.diagonal().sum() / max(total, 1)), "top5": top5_hits / max(total, 1),
-            "loss": loss_sum / max(total, 1), "per_class": per_class.tolist(), "confusion": confusion.tolist(),
+            "loss": loss_sum / max(known, 1), "per_class": per_class.tolist(), "confusion": confusion.tolist(),
             "samples": total}
 
 
@@ -65,4 +84,91 @@ def evaluate_prediction(model: torch.nn.Module, loader: DataLoader, device: torc
     zv = out["mpjpe_zero_velocity"]
     out["improvement_vs_zero_velocity"] = 1 - out["mpjpe"] / zv if zv > 0 else 0.0
     out["joints"] = count
+    return out
+
+
+# --------------------------------------------------------------------------- classes by name
+
+def normalise_name(name: str) -> str:
+    """A class name for comparison: lower case, ``_`` and ``-`` as spaces, single spaces."""
+    return re.sub(r"\s+", " ", re.sub(r"[_-]", " ", str(name).lower())).strip()
+
+
+def load_synonyms(path: str | os.PathLike | None) -> dict[str, int]:
+    """A synonyms table (``configs/classes/synonyms.yaml``: ``name: [synonyms]``) as the group of each
+    normalised name; ``{}`` for ``None``. ValueError naming the file for a bad table."""
+    if path is None:
+        return {}
+    try:
+        table = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such synonyms file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: expected a mapping name: [synonyms]")
+    groups: dict[str, int] = {}
+    for g, (name, others) in enumerate(table.items()):
+        others = [others] if isinstance(others, str) else (others or [])
+        if not isinstance(others, list):
+            raise ValueError(f"{path}: {name}: expected a list of names")
+        for n in [name, *others]:
+            key = normalise_name(n)
+            if groups.setdefault(key, g) != g:
+                raise ValueError(f"{path}: {n!r} is in two groups")
+    return groups
+
+
+@dataclass
+class ClassMap:
+    """The model class of each data class (``index``, -1 where the model has none)."""
+
+    index: np.ndarray
+    data_names: list[str]
+    model_names: list[str]
+    by_synonym: list[str] = field(default_factory=list)  # data classes matched through the synonyms
+    ambiguous: list[str] = field(default_factory=list)  # data classes whose group holds several model classes
+
+    @property
+    def missing(self) -> list[str]:
+        """Data classes the model lacks."""
+        return [n for n, i in zip(self.data_names, self.index) if i < 0]
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {n: (self.model_names[i] if i >= 0 else None) for n, i in zip(self.data_names, self.index)}
+
+
+def map_classes(data_names: Sequence[str], model_names: Sequence[str],
+                synonyms: dict[str, int] | None = None) -> ClassMap:
+    """Match data classes to model classes by name (normalised), else through a synonyms group."""
+    synonyms = synonyms or {}
+    exact = {normalise_name(n): i for i, n in enumerate(model_names)}
+    by_group: dict[int, list[int]] = {}
+    for key, i in exact.items():
+        if key in synonyms:
+            by_group.setdefault(synonyms[key], []).append(i)
+    out = ClassMap(np.full(len(data_names), -1, np.int64), list(data_names), list(model_names))
+    for k, name in enumerate(data_names):
+        key = normalise_name(name)
+        if key in exact:
+            out.index[k] = exact[key]
+            continue
+        candidates = by_group.get(synonyms.get(key, -1), [])
+        if len(candidates) == 1:
+            out.index[k] = candidates[0]
+            out.by_synonym.append(name)
+        elif len(candidates) > 1:
+            out.ambiguous.append(name)
+    return out
+
+
+def accuracy_by_source(correct: np.ndarray, sources: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Top-1 and sample count per source dataset, in the order the sources first appear."""
+    if len(sources) != len(correct):
+        raise ValueError(f"sources name {len(sources)} samples, the data holds {len(correct)}")
+    src = np.asarray(sources)
+    out = {}
+    for name in dict.fromkeys(sources):
+        hits = correct[src == name]
+        out[name] = {"top1": float(hits.mean()) if len(hits) else 0.0, "samples": int(len(hits))}
     return out
