@@ -9,9 +9,13 @@ l_ankle with the person's own sides: in clap, pour, stand and wave clips (people
 camera) r_shoulder is on the image's left in 91-100 % of the frames, and in throw clips the
 r_wrist moves more than the l_wrist in 91 % (train).
 
-To an image-like frame: ``x' = 0.5 + SCALE * x``, ``y' = 0.5 + SCALE * y`` with one SCALE for the
-dataset: the median face-to-ankle height of the stand and walk clips is 0.86 units, so 0.55
-makes a standing person (head to feet, about 1 unit) span about half the image height.
+To an image-like frame, as x / width and y / height of JHMDB's 320x240 videos would be:
+``y' = 0.5 + SCALE * y`` and ``x' = 0.5 + SCALE * x * 240 / 320`` (``pos_world`` has one scale for
+both axes, while image-normalised coordinates divide x by the larger width: a frontal person's
+shoulder width over the shoulder-to-hip height is 0.70 here, 0.46 in the 640x480 UTD-MHAD
+2D set, 0.53 after the factor). One SCALE for the dataset: the median face-to-ankle height of
+the stand and walk clips is 0.86 units, so 0.55 makes a standing person (head to feet, about 1
+unit) span about half the image height.
 OpenPose-18: neck, face -> nose, shoulders, elbows, wrists, hips, knees, ankles (confidence 1);
 belly has no OpenPose joint and is dropped; eyes and ears absent.
 """
@@ -30,6 +34,7 @@ from .merge import fit_sample, write_dataset_info
 DATASET = "jhmdb"
 FPS = 30
 SCALE = 0.55
+FRAME = (320, 240)  # the JHMDB videos' width and height
 CLASSES = ("catch", "clap", "golf", "jump", "pick", "pour", "pullup", "push", "run", "sit", "stand", "throw",
            "walk", "wave")
 NUM_JOINTS = 15
@@ -62,12 +67,12 @@ def load_jhmdb_pickle(path: str | os.PathLike) -> tuple[list[np.ndarray], list[s
     return poses, labels
 
 
-def to_openpose(pose: np.ndarray, scale: float = SCALE) -> np.ndarray:
+def to_openpose(pose: np.ndarray, scale: float = SCALE, frame: tuple[int, int] = FRAME) -> np.ndarray:
     """JHMDB ``(T, 15, 2)`` to image-like OpenPose-18 ``(T, 18, 3)`` (x, y, confidence)."""
     out = np.zeros((pose.shape[0], 18, 3), np.float32)
     src = np.array(list(OPENPOSE_FROM_JHMDB.values()))
     dst = np.array(list(OPENPOSE_FROM_JHMDB.keys()))
-    out[:, dst, :2] = 0.5 + scale * pose[:, src]
+    out[:, dst, :2] = 0.5 + scale * pose[:, src] * np.array([frame[1] / frame[0], 1.0])
     out[:, dst, 2] = 1.0
     return out
 
@@ -109,6 +114,7 @@ def convert_jhmdb(src: str | os.PathLike, out: str | os.PathLike, frames: int = 
                                      skip_bad=skip_bad, workers=workers, progress=progress, desc=f"{DATASET} {split}")
     write_dataset_info(out, CLASSES, {
         "dataset": DATASET, "layout": "openpose", "fps": FPS, "frames": frames, "persons": persons, "scale": SCALE,
-        "coordinates": f"0.5 + {SCALE} * pos_world (centred, per-clip scaled image coordinates), y down; confidence 1",
+        "coordinates": f"x = 0.5 + {SCALE} * 0.75 * x, y = 0.5 + {SCALE} * y of pos_world (centred, per-clip "
+                       "scaled image coordinates) as in a 320x240 frame, y down; confidence 1",
     })
     return counts(results, classes=len(CLASSES))

@@ -58,8 +58,9 @@ def test_values_and_absent_joints(converted):
         pose = pickle.load(f)["pose"][0]  # (T, 15, 2)
     t = pose.shape[0]
     s = data[0, :, :t, :, 0]
-    np.testing.assert_allclose(s[:2, :, OP.index("nose")], (0.5 + SCALE * pose[:, 2]).T, atol=1e-6)  # face
-    np.testing.assert_allclose(s[:2, :, OP.index("r_wrist")], (0.5 + SCALE * pose[:, 11]).T, atol=1e-6)
+    to_frame = np.array([0.75, 1.0])  # x as a fraction of the 320 pixels width, y of the 240 height
+    np.testing.assert_allclose(s[:2, :, OP.index("nose")], (0.5 + SCALE * pose[:, 2] * to_frame).T, atol=1e-6)  # face
+    np.testing.assert_allclose(s[:2, :, OP.index("r_wrist")], (0.5 + SCALE * pose[:, 11] * to_frame).T, atol=1e-6)
     assert np.all(s[2, :, :14] == 1)
     assert not data[:, :, :, 14:].any()  # eyes and ears absent
     assert not data[0, :, t:].any() and not data[..., 1].any()  # zero-padded tail, empty second slot
