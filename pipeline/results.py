@@ -10,10 +10,14 @@ Version 2 (version 1 had one label per stream):
 
 - ``result``: ``stream, seq, t_capture, t_result, worker, latency_ms`` (``pose, transport,
   queue, inference, total``) and ``people``: per person in the window's last frame ``id``
-  (track id), ``label`` (a class name or ``"unknown"``), ``score`` (the probability of the
-  top class), ``top`` (``label, score``, best first) and ``next_frame`` (``V`` joints of
+  (track id), ``label`` (the person's steady label: a class name or ``"unknown"``, see
+  :mod:`pipeline.smoothing`), ``score`` (this window's probability of its top class), ``top``
+  (this window's ``label, score``, best first) and ``next_frame`` (``V`` joints of
   ``[x, y, c]`` in image-normalised coordinates, or None without a predictor). A window
   with nobody in it has ``"people": []``.
+- ``event`` (as it closes): ``stream, person`` (track id), ``label``, ``start_seq, end_seq``
+  (the last frames of the first and last windows with that label), ``t_start, t_end``
+  (their capture times) and ``windows``.
 - ``end``: ``stream, reason``.
 - ``stats``: ``worker, t, final, stats`` (the worker's counters, see docs/architecture.md).
 """
@@ -86,6 +90,24 @@ class Result:
 
 
 @dataclass(frozen=True)
+class ActionEvent:
+    """One person doing one action from frame ``start_seq`` to ``end_seq`` (windows ending there)."""
+
+    stream: str
+    person: int
+    label: str
+    start_seq: int
+    end_seq: int
+    t_start: float
+    t_end: float
+    windows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stream": self.stream, "person": self.person, "label": self.label, "start_seq": self.start_seq,
+                "end_seq": self.end_seq, "t_start": self.t_start, "t_end": self.t_end, "windows": self.windows}
+
+
+@dataclass(frozen=True)
 class StreamEnded:
     """A stream's last record: every result of it was published before."""
 
@@ -103,7 +125,7 @@ class WorkerStats:
     stats: dict[str, Any]
 
 
-Record = Union[Result, StreamEnded, WorkerStats]
+Record = Union[Result, ActionEvent, StreamEnded, WorkerStats]
 
 
 def record_topic(record: Record) -> str:
@@ -115,6 +137,8 @@ def encode_record(record: Record) -> dict[str, Any]:
     """The msgpack-ready map of a record."""
     if isinstance(record, Result):
         return {"type": "result", "v": RESULT_VERSION, **record.to_json()}
+    if isinstance(record, ActionEvent):
+        return {"type": "event", "v": RESULT_VERSION, **record.to_json()}
     if isinstance(record, StreamEnded):
         return {"type": "end", "v": RESULT_VERSION, "stream": record.stream, "reason": record.reason}
     return {"type": "stats", "v": RESULT_VERSION, "worker": record.worker, "t": record.t, "final": record.final,
@@ -245,6 +269,13 @@ def decode_record(obj: Any) -> Record:
     kind = obj.get("type")
     if kind == "result":
         return _result(obj)
+    if kind == "event":
+        start, end = _get(obj, "start_seq", int), _get(obj, "end_seq", int)
+        if not 0 <= start <= end:
+            raise ResultDecodeError("event frames out of order")
+        return ActionEvent(_stream(obj), _get(obj, "person", int), _text(obj, "label"), start, end,
+                           _number(_get(obj, "t_start", (int, float)), "'t_start'"),
+                           _number(_get(obj, "t_end", (int, float)), "'t_end'"), _get(obj, "windows", int))
     if kind == "end":
         return StreamEnded(_stream(obj), _text(obj, "reason"))
     if kind == "stats":

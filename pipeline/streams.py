@@ -8,7 +8,7 @@ frames where a window falls due); :meth:`StreamState.job` snapshots the window t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +16,9 @@ import numpy as np
 
 from .messages import Frame, FrameBatch, StreamStart
 from .recording import RecordingWriter, recording_path
+from .results import ActionEvent, Result
 from .scheduler import Job
+from .smoothing import LabelSmoother
 from .tracker import SlotAssigner
 from .windows import WindowRules
 
@@ -42,6 +44,19 @@ class StreamState:
     def __post_init__(self) -> None:
         self.buffer = self.rules.buffer(self.joints, self.persons)
         self.slots = SlotAssigner(self.persons, joints=self.joints)
+        self.smoother: LabelSmoother | None = None
+
+    def smooth(self, result: Result) -> tuple[Result, list[ActionEvent]]:
+        """``result`` with each person's steady label (see :mod:`pipeline.smoothing`) and the
+        action events that closed with this window."""
+        if self.smoother is None:
+            self.smoother = LabelSmoother(result.stream)
+        shown, events = self.smoother.update(result.seq, result.t_capture, {p.id: p.label for p in result.people})
+        return replace(result, people=[replace(p, label=shown[p.id]) for p in result.people]), events
+
+    def close_events(self) -> list[ActionEvent]:
+        """The stream ended: its open action events close."""
+        return self.smoother.close() if self.smoother is not None else []
 
     @property
     def due(self) -> bool:

@@ -161,7 +161,7 @@ def test_keyed_clients_get_through_and_unkeyed_or_unlisted_peers_do_not(tmp_path
                 leaked.append(got)
         assert leaked == [], "a keyless or unlisted subscriber read results"
         assert seq > 50, "the intruders kept trying while the stream ran"
-        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        rows = [r for line in out.read_text().splitlines() if (r := json.loads(line))["type"] == "result"]
         assert {r["stream"] for r in rows} == {"walk"}
         assert [r["seq"] for r in rows] == list(range(15, N_FRAMES)), "window 16, stride 1: every frame from 15 on"
         worker.send_signal(signal.SIGTERM)

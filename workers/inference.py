@@ -159,6 +159,8 @@ class InferenceWorker:
         if state.recorder is not None:
             state.recorder.write(data)
             state.recorder.close(msg.reason)
+        for event in state.close_events():
+            self.publisher.publish(event)
         self.publisher.publish(StreamEnded(msg.stream, msg.reason))
         del self.streams[msg.stream]
         log.info("stream %s ended (%s)", msg.stream, msg.reason)
@@ -204,7 +206,11 @@ class InferenceWorker:
             known = None if moving is None else self.engine.open_set.known(probs, moving)
         for result in batch_results(jobs, people, probs, nxt, known, self.engine.class_names, self.name, t0):
             self.instruments.observe(result.latency_ms)
+            state = self.streams.get(result.stream)
+            result, events = state.smooth(result) if state is not None else (result, [])
             self.publisher.publish(result)
+            for event in events:
+                self.publisher.publish(event)
         self.instruments.windows += len(jobs)
 
     # ---- loop --------------------------------------------------------------------------

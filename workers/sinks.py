@@ -19,7 +19,7 @@ from typing import IO, Sequence
 
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.endpoints import split_list
-from pipeline.results import Record, Result, StreamEnded, WorkerStats
+from pipeline.results import ActionEvent, Record, Result, StreamEnded, WorkerStats
 from pipeline.settings import load_settings
 from pipeline.transport import CurveKeyPair, ResultSubscriber
 from workers.config import add_curve_args, add_settings_args, client_curve, stop_on_signals
@@ -61,12 +61,21 @@ class ResultSink:
             if not self.quiet:
                 print(f"[{stream}] ended ({record.reason}): {self.counts.get(stream, 0)} results", flush=True)
             return
+        if isinstance(record, ActionEvent):
+            self._write({"type": "event", **record.to_json()})
+            if not self.quiet:
+                print(f"[{stream}] id {record.person}: {record.label} from #{record.start_seq} to #{record.end_seq} "
+                      f"({record.t_end - record.t_start:.1f} s)", flush=True)
+            return
         n = self.counts[stream] = self.counts.get(stream, 0) + 1
-        if self.out is not None:
-            self.out.write(json.dumps(record.to_json()) + "\n")
-            self.written += 1
+        self._write({"type": "result", **record.to_json()})
         if not self.quiet and (n - 1) % self.print_every == 0:
             print(format_line(record), flush=True)
+
+    def _write(self, row: dict) -> None:
+        if self.out is not None:
+            self.out.write(json.dumps(row) + "\n")
+            self.written += 1
 
     def run(self) -> None:
         while not self.stop.is_set():
