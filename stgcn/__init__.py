@@ -8,7 +8,7 @@ without PyTorch: a capture worker that fails on a missing camera says so at once
 from importlib import import_module
 from pathlib import Path
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "utd_mhad_openpose.pt"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "real_video.pt"
 
 _EXPORTS = {"CheckpointError": "checkpoint", "build_model": "checkpoint", "load_model": "checkpoint",
             "save_checkpoint": "checkpoint", "Graph": "graph", "get_layout": "graph", "STGCN": "model"}

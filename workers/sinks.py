@@ -27,11 +27,16 @@ from workers.config import add_curve_args, add_settings_args, client_curve, stop
 log = logging.getLogger("workers.sinks")
 
 
+def _person_text(person) -> str:
+    best = person.top[0]
+    if person.label == best.label:
+        return f"id {person.id}: {person.label} {best.score:.2f}"
+    return f"id {person.id}: {person.label} (best guess {best.label} {best.score:.2f})"
+
+
 def format_line(result: Result) -> str:
-    """``[stream] #seq  id 3: wave 0.93 (clap 0.04) | id 5: unknown 0.31 (...)  latency 42 ms``."""
-    people = " | ".join(
-        f"id {p.id}: {p.label} {p.score:.2f}" + (f" ({p.top[1].label} {p.top[1].score:.2f})" if len(p.top) > 1 else "")
-        for p in result.people) or "no person"
+    """``[stream] #seq  id 3: wave 0.93 | id 5: unknown (best guess clap 0.31)  latency 42 ms``."""
+    people = " | ".join(_person_text(p) for p in result.people) or "no person"
     return f"[{result.stream}] #{result.seq:<5d} {people}  latency {result.latency_ms['total']:.0f} ms"
 
 
