@@ -34,7 +34,7 @@ from .checkpoint import build_model, save_checkpoint
 from .config import load_config, serving_config
 from .data import build_datasets, make_loader, resolve_workers
 from .evaluation import autocast, evaluate_classification, evaluate_prediction
-from .open_set import OpenSet, calibrate
+from .calibrate import calibrate_open_set
 from .predictor import present
 
 log = logging.getLogger("stgcn.train")
@@ -184,22 +184,6 @@ class MetricsLog:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, epoch)
             self.tb.flush()
-
-
-@torch.no_grad()
-def calibrate_open_set(model: torch.nn.Module, dataset: Any, batch: int, workers: int, device: torch.device,
-                       amp: bool) -> OpenSet:
-    """The "unknown" thresholds from the training windows (augmented as in training): see
-    :mod:`stgcn.open_set`."""
-    model.eval()
-    probs, labels, motions = [], [], []
-    for item in make_loader(dataset, batch, False, workers):
-        with autocast(device, amp):
-            logits = model(item["x"].to(device, non_blocking=True)).float()
-        probs.append(torch.softmax(logits, 1).cpu().numpy())
-        labels.append(item["label"].numpy())
-        motions.append(item["motion"].numpy())
-    return calibrate(np.concatenate(probs), np.concatenate(labels), np.concatenate(motions))
 
 
 def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = False) -> dict[str, float]:
