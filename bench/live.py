@@ -57,12 +57,14 @@ from tqdm import tqdm
 
 from bench.common import ROOT, RESULTS, machine, shown, write_results
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from pipeline.results import UNKNOWN
+from stgcn.checkpoint import load_model
+from stgcn.open_set import OpenSet, auroc
 
 log = logging.getLogger("bench.live")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 CLIPS_FILE = ROOT / "bench" / "live_clips.yaml"
 SYNONYMS_FILE = ROOT / "configs" / "classes" / "synonyms.yaml"
-UNKNOWN = "unknown"
 NO_PERSON = "no person"
 
 
@@ -203,7 +205,7 @@ def score_stream(records: list[dict[str, Any]], target: str | None, in_class: bo
     ``target`` is the model's class name of an in-class clip (None: the model lacks its class).
     """
     per_person: dict[int, list[str]] = {}
-    people_counts = []
+    people_counts, top_scores = [], []
     top1 = 0
     for record in sorted(records, key=lambda r: r["seq"]):
         people_counts.append(len(record["people"]))
@@ -211,6 +213,8 @@ def score_stream(records: list[dict[str, Any]], target: str | None, in_class: bo
             per_person.setdefault(int(person["id"]), []).append(person["label"])
             top = person.get("top") or []
             top1 += int(target is not None and bool(top) and top[0]["label"] == target)
+            if top:
+                top_scores.append(float(top[0]["score"]))
     persons = [{"id": pid, "windows": len(labels), "majority_label": majority(labels),
                 "labels": dict(Counter(labels).most_common())}
                for pid, labels in sorted(per_person.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
@@ -229,6 +233,7 @@ def score_stream(records: list[dict[str, Any]], target: str | None, in_class: bo
         "majority_label": answer, "answer": answer if answer is not None else NO_PERSON,
         "unknown_windows": unknown, "unknown_share": share(unknown, person_windows),
         "right_windows": right, "top1_windows": top1,
+        "top_scores": top_scores,  # each person-window's top probability: the open-set score (not written)
     }
     if in_class:
         out["correct"] = answer is not None and answer == target
@@ -524,7 +529,7 @@ def replay_part(args: argparse.Namespace, model_names: list[str], workdir: Path)
         row = score_stream(streams.get(f"s{i}", []), target, True)
         rows.append({"index": i, "source": sources[i], "class": cls, "model_class": target, "frames": frames[i],
                      **{k: row[k] for k in ("windows", "person_windows", "majority_label", "answer", "correct",
-                                            "right_windows", "top1_windows", "unknown_windows")}})
+                                            "right_windows", "top1_windows", "unknown_windows", "top_scores")}})
     out = {"data": shown(data_dir), "per_class_asked": args.per_class, "samples": len(rows), "frames": frames_sent,
            "worker_frames_in": frames_in, "seconds": round(seconds, 1),
            "missing_classes": sorted({r["class"] for r in rows if r["model_class"] is None}),
@@ -557,6 +562,27 @@ def replay_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
+
+def open_set_metrics(report: dict[str, Any], weights: str) -> dict[str, Any]:
+    """How well the top probability tells known-class windows (live in-class clips and replayed
+    test clips of the model's classes) from out-of-class ones (AUROC), and the model's own
+    threshold as an operating point; the per-window scores are dropped from the report."""
+    known, unknown = [], []
+    for clip in report.get("live", {}).get("clips") or []:
+        (known if clip["in_class"] else unknown).extend(clip.pop("top_scores", []))
+    for row in (report.get("replay") or {}).get("samples_detail") or []:
+        (known if row["model_class"] is not None else unknown).extend(row.pop("top_scores", []))
+    open_set = OpenSet.from_config(load_model(weights).config.get("open_set"))
+    out: dict[str, Any] = {"open_set_auroc": round(auroc(np.array(known), np.array(unknown)), 4)
+                           if known and unknown else None,
+                           "open_set_known_windows": len(known), "open_set_unknown_windows": len(unknown)}
+    if open_set is not None and known and unknown:
+        out["open_set_threshold"] = open_set.score_threshold
+        out["open_set_known_kept_at_threshold"] = share(sum(s >= open_set.score_threshold for s in known), len(known))
+        out["open_set_unknown_rejected_at_threshold"] = share(sum(s < open_set.score_threshold for s in unknown),
+                                                              len(unknown))
+    return out
+
 
 def pct(value: float | None) -> str:
     """A share as a percentage, "-" for None."""
@@ -645,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
                                               report["replay"]["top1_window_accuracy"],
                                           "replay_clip_accuracy": report["replay"]["clip_accuracy"],
                                           "replay_lacking_unknown_share": report["replay"]["lacking_unknown_share"]})
+            report["metrics"].update(open_set_metrics(report, args.weights))
             report["metrics"]["seconds"] = round(time.time() - t0, 1)
         print_report(report)
         config = {"weights": shown(weights), "weights_sha256": digest, "model_classes": model_names,

@@ -3,7 +3,8 @@
 Window labels flicker: a window that straddles two actions, or a noisy pose, can change the
 top class for one window. :class:`LabelSmoother` gives each person the majority label of their
 last ``k`` windows with hysteresis: the shown label changes only when another label has more
-votes than it and at least ``min_votes`` of the ``k``. When a person's shown label leaves an
+votes than it and at least ``min_votes`` of the ``k`` (of the windows so far, for a person seen
+in fewer: a new person's first window is shown at once, so short clips are labelled too). When a person's shown label leaves an
 action (to another action, to "unknown", or because the person left or the stream ended), an
 :class:`~pipeline.results.ActionEvent` closes: who, what, from which frame to which.
 """
@@ -49,7 +50,7 @@ class LabelSmoother:
             person.recent.append(label)
             votes = Counter(person.recent)
             best, n = votes.most_common(1)[0]
-            if best != person.shown and n >= self.min_votes and n > votes[person.shown]:
+            if best != person.shown and n >= min(self.min_votes, len(person.recent)) and n > votes[person.shown]:
                 event = self._close(person, pid)
                 if event:
                     events.append(event)
