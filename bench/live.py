@@ -58,6 +58,7 @@ from tqdm import tqdm
 from bench.common import ROOT, RESULTS, machine, shown, write_results
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.results import UNKNOWN
+from pipeline.settings import read_yaml
 from stgcn.checkpoint import load_model
 from stgcn.open_set import OpenSet, auroc
 
@@ -84,13 +85,7 @@ class Clip:
 
 def load_clips(path: Path, shared: Path) -> list[Clip]:
     """The clips of a clips YAML, their files found under ``shared``; ValueError for a bad file."""
-    try:
-        table = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such clips file") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    entries = table.get("clips") if isinstance(table, dict) else None
+    entries = read_yaml(Path(path)).get("clips")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected 'clips:' with a list of {{file, class, people, shows}}")
     clips = []

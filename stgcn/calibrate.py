@@ -24,6 +24,7 @@ from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from .checkpoint import load_model, save_checkpoint
 from .config import load_config
 from .data import build_datasets, make_loader, resolve_workers
+from .engine import pick_device
 from .evaluation import autocast
 from .open_set import OpenSet, calibrate
 
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
 
     def body() -> int:
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if args.device == "auto" else args.device))
+        device = pick_device(args.device)
         model = load_model(args.weights, device=device)
         cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
         if not cfg:

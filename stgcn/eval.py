@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 
 from .checkpoint import load_model
 from .config import load_config, serving_config
 from .data import available_cpus, build_datasets, load_class_names, make_loader
+from .engine import pick_device
 from .evaluation import (ClassMap, accuracy_by_source, evaluate_classification, evaluate_prediction, load_synonyms,
                          map_classes)
 
@@ -110,8 +110,7 @@ def read_sources(data_dir: Path, split: str = "val") -> list[str] | None:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = pick_device(args.device)
     model = load_model(args.weights, device=device)
     cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
     if not cfg:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from pipeline.settings import read_yaml
 
 from .predictor import constant_velocity, mpjpe, zero_velocity
 
@@ -99,14 +100,7 @@ def load_synonyms(path: str | os.PathLike | None) -> dict[str, int]:
     normalised name; ``{}`` for ``None``. ValueError naming the file for a bad table."""
     if path is None:
         return {}
-    try:
-        table = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such synonyms file") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: expected a mapping name: [synonyms]")
+    table = read_yaml(Path(path))
     groups: dict[str, int] = {}
     for g, (name, others) in enumerate(table.items()):
         others = [others] if isinstance(others, str) else (others or [])

@@ -11,25 +11,10 @@ import pytest
 
 from stgcn.convert.__main__ import main
 from stgcn.convert.jhmdb import CLASSES, SCALE, convert_jhmdb
-from stgcn.graph import get_layout
+from tests.stgcn.convert.real_data import OP, SHARED_DATA, load, motion
 
-SRC = Path("/work/shared/data/jhmdb")
+SRC = SHARED_DATA / "jhmdb"
 pytestmark = pytest.mark.skipif(not (SRC / "GT_train_1.pkl").is_file(), reason="JHMDB data not available")
-
-OP = get_layout("openpose").joints
-
-
-def load(out: Path, split: str):
-    data = np.load(out / f"{split}_data.npy", mmap_mode="r")
-    with open(out / f"{split}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels
-
-
-def motion(sample: np.ndarray, joint: str) -> float:
-    j = OP.index(joint)
-    xy = sample[:2, sample[2, :, j, 0] > 0, j, 0]
-    return float(np.linalg.norm(np.diff(xy, axis=1), axis=0).sum())
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,14 @@ from stgcn.convert.jhmdb import convert_jhmdb
 from stgcn.convert.merge import merge_datasets
 from stgcn.convert.penn_action import convert_penn_action
 from stgcn.convert.utd_mhad_2d import convert_utd_mhad_2d
+from tests.stgcn.convert.real_data import SHARED_DATA, load
 
 ROOT = Path(__file__).resolve().parents[3]
 CLASSES = ROOT / "configs" / "classes" / "real_video.yaml"
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 pytestmark = pytest.mark.skipif(
     not all((DATA / p).exists() for p in ("utd-mhad-openpose2d/manifest.csv", "penn-action/labels", "jhmdb")),
     reason="real-video 2D data not available")
-
-
-def load(out: Path, split: str):
-    data = np.load(out / f"{split}_data.npy", mmap_mode="r")
-    with open(out / f"{split}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels
 
 
 @pytest.fixture(scope="module")

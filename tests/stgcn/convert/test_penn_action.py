@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +12,10 @@ import scipy.io
 from stgcn.convert.__main__ import main
 from stgcn.convert.common import ConversionError
 from stgcn.convert.penn_action import CLASSES, convert_penn_action
-from stgcn.graph import get_layout
+from tests.stgcn.convert.real_data import OP, SHARED_DATA, load, motion
 
-SRC = Path("/work/shared/data/penn-action")
+SRC = SHARED_DATA / "penn-action"
 pytestmark = pytest.mark.skipif(not (SRC / "labels" / "0001.mat").is_file(), reason="Penn Action data not available")
-
-OP = get_layout("openpose").joints
-
-
-def load(out: Path, split: str):
-    data = np.load(out / f"{split}_data.npy", mmap_mode="r")
-    with open(out / f"{split}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels
-
-
-def motion(sample: np.ndarray, joint: str) -> float:
-    """Path length of one joint of slot 0 over the frames where it is present."""
-    j = OP.index(joint)
-    xy = sample[:2, sample[2, :, j, 0] > 0, j, 0]
-    return float(np.linalg.norm(np.diff(xy, axis=1), axis=0).sum())
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import pickle
 import shutil
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import pytest
 from stgcn.convert.__main__ import main
 from stgcn.convert.common import ConversionError
 from stgcn.convert.utd_mhad import convert_utd_mhad, read_utd_mhad, read_utd_mhad_mat
-from stgcn.graph import get_layout
+from tests.stgcn.convert.real_data import OP, SHARED_DATA, load
 
-UTD = Path("/work/shared/data/utd-mhad")
+UTD = SHARED_DATA / "utd-mhad"
 pytestmark = pytest.mark.skipif(not (UTD / "manifest.csv").is_file(), reason="UTD-MHAD data not available")
 
-OP = get_layout("openpose").joints
 R_WRIST, L_WRIST, NOSE = OP.index("r_wrist"), OP.index("l_wrist"), OP.index("nose")
 R_ANKLE, L_ANKLE = OP.index("r_ankle"), OP.index("l_ankle")
 
@@ -26,13 +24,6 @@ R_ANKLE, L_ANKLE = OP.index("r_ankle"), OP.index("l_ankle")
 def manifest() -> list[dict]:
     with open(UTD / "manifest.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def load(out: Path, split: str):
-    data = np.load(out / f"{split}_data.npy", mmap_mode="r")
-    with open(out / f"{split}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels
 
 
 @pytest.fixture(scope="module")

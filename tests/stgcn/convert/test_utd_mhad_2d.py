@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +11,11 @@ import pytest
 
 from stgcn.convert.__main__ import main
 from stgcn.convert.utd_mhad_2d import convert_utd_mhad_2d, read_openpose_csv
-from stgcn.graph import get_layout
+from tests.stgcn.convert.real_data import OP, SHARED_DATA, load, motion
 
-SRC = Path("/work/shared/data/utd-mhad-openpose2d")
-NAMES = Path("/work/shared/data/utd-mhad/class_names.json")
+SRC = SHARED_DATA / "utd-mhad-openpose2d"
+NAMES = SHARED_DATA / "utd-mhad" / "class_names.json"
 pytestmark = pytest.mark.skipif(not (SRC / "manifest.csv").is_file(), reason="UTD-MHAD 2D data not available")
-
-OP = get_layout("openpose").joints
-
-
-def load(out: Path, split: str):
-    data = np.load(out / f"{split}_data.npy", mmap_mode="r")
-    with open(out / f"{split}_label.pkl", "rb") as f:
-        names, labels = pickle.load(f)
-    return data, names, labels
-
-
-def motion(sample: np.ndarray, joint: str) -> float:
-    """Path length of one joint of slot 0 over the frames that hold the person."""
-    xy = sample[:2, :, OP.index(joint), 0]
-    xy = xy[:, sample[2, :, OP.index(joint), 0] > 0]
-    return float(np.linalg.norm(np.diff(xy, axis=1), axis=0).sum())
 
 
 @pytest.fixture(scope="module")
