@@ -4,9 +4,11 @@ Live sources (cameras) never block (the oldest frames are dropped when the consu
 behind); file sources block instead (backpressure). A small state file records the last
 frame sent so that a restarted worker resumes its stream where it stopped.
 
-A lossless stream that ends normally waits (up to ``END_LINGER_MS``) until ZeroMQ has handed
-its last frames and its end message to the consumer: when the inference worker is being
-restarted at that moment, the tail of the stream would otherwise die with this process.
+A lossless stream that ends normally waits until ZeroMQ has handed its last frames and its end
+message to the consumer, however long a slow, paused or restarting inference worker takes, and
+logs every 10 s while it waits; only a stop (SIGINT/SIGTERM) ends the wait, with a warning. (It
+used to give up after 20 s and exit 0: the tail of a stream whose consumer was further behind
+was lost without a word.)
 It also repeats its start message every ``START_RESEND_S`` seconds, so that a restarted
 inference worker learns the stream's metadata (a file, not a live source) instead of guessing.
 """
@@ -29,7 +31,7 @@ from pipeline.transport import DEFAULT_LINGER_MS, CurveKeyPair, FrameSender, Sen
 
 log = logging.getLogger(__name__)
 
-END_LINGER_MS = 20_000  # a lossless stream's tail waits this long for a (restarting) consumer
+WAIT_LOG_S = 10.0  # a lossless stream's end says this often that it is still waiting for its consumer
 START_RESEND_S = 2.0  # a lossless stream repeats its start message this often
 
 
@@ -88,23 +90,47 @@ class StreamEmitter:
         return not self.stop.is_set()
 
     def end(self, reason: str) -> None:
+        lossless = not self.live and reason == "eof"
         try:
-            self.sender.send_control(StreamEnd(self.stream, time.time(), reason))
-        except SendTimeout:
+            message = StreamEnd(self.stream, time.time(), reason)
+            if lossless:
+                self.sender.send(message)  # blocks like its frames, until the consumer takes it or a stop
+            else:
+                self.sender.send_control(message)
+        except (SendTimeout, SenderStopped):
             log.warning("stream %s: could not deliver its end message", self.stream)
         finally:
-            self._close(END_LINGER_MS if not self.live and reason == "eof" else DEFAULT_LINGER_MS)
+            if lossless and not self.stop.is_set():
+                self._deliver()
+            else:
+                self._close(DEFAULT_LINGER_MS)
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
         log.info("stream %s: %d frames sent, %d dropped, %d waited for the socket (%s)", self.stream, self.sent,
                  self.sender.dropped, self.sender.deferred, reason)
 
+    def _deliver(self) -> None:
+        """Close with no time limit: wait until the consumer has taken everything queued, or a stop."""
+        if not self.sender.flush(None):
+            log.warning("stream %s: %d unsent frame(s)", self.stream, self.sender.pending)
+        closing = threading.Thread(target=self._ctx.destroy, kwargs={"linger": -1}, daemon=True)
+        t0 = time.monotonic()
+        closing.start()
+        while closing.is_alive():
+            closing.join(0.2)
+            if self.stop.is_set() and closing.is_alive():
+                log.warning("stream %s: stopped before the consumer took the end of the stream", self.stream)
+                return
+            waited = time.monotonic() - t0
+            if closing.is_alive() and waited // WAIT_LOG_S > (waited - 0.2) // WAIT_LOG_S:
+                log.info("stream %s: waiting %.0f s for the consumer to take the end of the stream",
+                         self.stream, waited)
+        if time.monotonic() - t0 > 1.0:
+            log.info("stream %s: the consumer took the end of the stream after %.1f s", self.stream,
+                     time.monotonic() - t0)
+
     def _close(self, linger_ms: int) -> None:
         """Hand queued frames to the socket, then close it and wait up to ``linger_ms`` for delivery."""
         if not self.sender.flush(DEFAULT_LINGER_MS):
             log.warning("stream %s: closing with %d unsent frame(s)", self.stream, self.sender.pending)
-        t0 = time.monotonic()
         self._ctx.destroy(linger=linger_ms)  # closes the socket with this linger and waits for it
-        if linger_ms > DEFAULT_LINGER_MS and time.monotonic() - t0 > 1.0:
-            log.info("stream %s: waited %.1f s for the consumer to take the end of the stream",
-                     self.stream, time.monotonic() - t0)

@@ -14,9 +14,10 @@ import pytest
 
 from pipeline.messages import Frame, Person, StreamStart
 from pipeline.recording import RecordingWriter, read_recording
-from pipeline.results import Result, StreamEnded
-from pipeline.transport import ResultSubscriber
+from pipeline.results import Result, StreamEnded, WorkerStats
 from pipeline.endpoints import free_endpoint
+from pipeline.transport import ResultSubscriber
+from tests.conftest import final_stats
 from workers.replay import ReplayError, due_groups, load_frames
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +104,52 @@ def test_fast_replay_sends_batches_that_the_inference_worker_records_frame_for_f
     assert all(a.persons == b.persons for a, b in zip(sent, got))
     types = [obj["type"] for obj in msgpack.Unpacker(open(tmp_path / "rec" / "copy.skel", "rb"), raw=False)]
     assert "frames" in types, "the replay sent batches and the worker recorded them whole"
+
+
+def test_a_lossless_replay_waits_for_a_paused_consumer_and_loses_nothing(tiny_weights, tmp_path):
+    """The consumer stalls for longer than the 20 s a replay's end used to wait before exiting 0
+    with its tail undelivered: the replay now waits, and every frame and the end arrive."""
+    rng = np.random.default_rng(1)
+    source = tmp_path / "long.skel"
+    meta = {"fps": 30.0, "source": "test", "layout": "openpose", "width": 640, "height": 480, "joints": 18}
+    with RecordingWriter(source, StreamStart("long", 0.0, meta)) as writer:
+        for seq in range(200):
+            kp = rng.uniform(0.2, 0.8, (18, 3)).astype(np.float32)
+            writer.write(Frame("long", seq, 1.0 + seq / 30, 640, 480, "openpose", (Person(1, kp),), 2.0))
+    config = tmp_path / "fast_stats.yaml"
+    config.write_text("inference:\n  stats_interval_s: 0.5\n")
+    frames_ep, results_ep = free_endpoint(), free_endpoint()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish", results_ep,
+                               "--weights", str(tiny_weights), "--device", "cpu", "--stride", "50", "--config",
+                               str(config)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sub = ResultSubscriber(results_ep)
+    replay = None
+    try:
+        deadline = time.time() + 120
+        while not isinstance(sub.recv(timeout_ms=200), WorkerStats):  # the worker runs its loop
+            assert time.time() < deadline and worker.poll() is None, "the inference worker did not start"
+        os.kill(worker.pid, signal.SIGSTOP)
+        replay = subprocess.Popen([sys.executable, "-m", "workers.replay", str(source), "--fast", "--connect",
+                                   frames_ep, "--stream", "long"], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(23)
+        assert replay.poll() is None, "the replay gave up on its paused consumer"
+        os.kill(worker.pid, signal.SIGCONT)
+        out, _ = replay.communicate(timeout=60)
+        assert replay.returncode == 0, out[-2000:]
+        assert "waiting 20 s for the consumer" in out, out[-2000:]
+        ended, deadline = False, time.time() + 60
+        while not ended and time.time() < deadline:
+            ended = isinstance(sub.recv(timeout_ms=200), StreamEnded)
+        assert ended, "the end of the stream arrived"
+        worker.send_signal(signal.SIGTERM)
+        assert final_stats(sub)["frames_in"] == 200, "every frame arrived"
+    finally:
+        if replay is not None and replay.poll() is None:
+            replay.kill()
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGCONT)
+            worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        sub.close()
