@@ -20,21 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.messages import Decoder, Frame, FrameBatch, StreamEnd, StreamStart, encode
-from pipeline.results import StreamEnded, WorkerStats, batch_results
+from pipeline.results import StreamEnded, WorkerStats
 from pipeline.scheduler import Scheduler
 from pipeline.streams import StreamState
 from pipeline.settings import InferenceSettings, load_settings
 from pipeline.transport import CurveKeyPair, FrameReceiver, ResultPublisher, start_authenticator
 from pipeline.windows import WindowRules
 from stgcn.graph import canonical_layout
-from stgcn.open_set import motion
 from workers.config import add_curve_args, add_settings_args, server_curve, stop_on_signals
 from workers.heap import freeze
-from workers.instruments import Instruments
+from workers.batches import BatchInFlight
+from workers.instruments import Instruments, describe
 
 log = logging.getLogger("workers.inference")
 
@@ -68,7 +67,7 @@ class InferenceWorker:
         self.instruments = Instruments(settings.diagnostics)
         self.stats_interval = settings.stats_interval_s
         self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
-        self._inflight: tuple | None = None  # the batch in flight: jobs, people, start, collect, motions
+        self.inflight = BatchInFlight(engine, name)
         self._next_stats = time.time() + self.stats_interval
         self.stop = threading.Event()
 
@@ -173,45 +172,23 @@ class InferenceWorker:
         self._finish_batch()
 
     def _start_batch(self) -> None:
-        """Takes a batch of windows and starts one sample per person present at each window's
-        last frame; on CUDA graphs the GPU runs it while the loop reads frames."""
+        """Takes a batch and starts it; on CUDA graphs the GPU runs it while the loop reads frames."""
         jobs = self.scheduler.take()
-        if not jobs:
-            return
-        t0 = time.time()
-        slots = [np.flatnonzero(job.window[2, -1].max(axis=0) > 0) for job in jobs]  # present at the last frame
-        people = [[job.tracks[m] for m in ms] for job, ms in zip(jobs, slots)]
-        rows = sum(len(ms) for ms in slots)
-        if rows == 0:  # nobody in any window: results without people, no model call
-            self._inflight = (jobs, people, t0, None, None)
-            return
-        batch = self.engine.input_buffer(rows)  # on CUDA, the pinned memory the GPU reads
-        # one person a sample, in its first person slot, the others empty: as the model was trained
-        np.concatenate([job.window[..., ms].transpose(3, 0, 1, 2) for job, ms in zip(jobs, slots) if len(ms)],
-                       out=batch[..., 0])
-        batch[..., 1:] = 0
-        moving = None if self.engine.open_set is None else motion(batch)
-        self._inflight = (jobs, people, t0, self.engine.submit(batch), moving)
+        if jobs:
+            self.inflight.start(jobs)
 
     def _finish_batch(self) -> None:
-        """Waits for the batch in flight, if any, and publishes its results."""
-        if self._inflight is None:
-            return
-        jobs, people, t0, collect, moving = self._inflight
-        self._inflight = None
-        probs, nxt, known = np.zeros((0, self.engine.num_class), np.float32), None, None
-        if collect is not None:
-            probs, nxt = collect()
-            self.instruments.batches += 1
-            known = None if moving is None else self.engine.open_set.known(probs, moving)
-        for result in batch_results(jobs, people, probs, nxt, known, self.engine.class_names, self.name, t0):
+        """Waits for the batch in flight, if any, and publishes its results and the events they close."""
+        results, ran = self.inflight.finish()
+        self.instruments.batches += ran
+        for result in results:
             self.instruments.observe(result.latency_ms)
             state = self.streams.get(result.stream)
             result, events = state.smooth(result) if state is not None else (result, [])
             self.publisher.publish(result)
             for event in events:
                 self.publisher.publish(event)
-        self.instruments.windows += len(jobs)
+        self.instruments.windows += len(results)
 
     # ---- loop --------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 5) -> None:
@@ -228,7 +205,7 @@ class InferenceWorker:
             loop.begin()
         t_read, n = time.perf_counter(), 0
         if not self.scheduler.full:
-            wait = 0 if len(self.scheduler) or self._inflight is not None else timeout_ms
+            wait = 0 if len(self.scheduler) or self.inflight.busy else timeout_ms
             self._reads += 1
             for data in self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait):
                 self.handle(data)
@@ -256,11 +233,7 @@ class InferenceWorker:
         """A stats record on the results socket and one short log line."""
         stats = self.stats()
         self.publisher.publish(WorkerStats(self.name, time.time(), final, stats))
-        total = stats["latency_ms"].get("total")
-        log.info("%sstats: %d streams, %d frames in, %d windows, %d skipped, %d bad messages, %d bad frames%s",
-                 "final " if final else "", stats["streams"], stats["frames_in"], stats["windows"],
-                 stats["skipped_windows"], stats["bad_messages"], stats["bad_frames"],
-                 f", frame-to-result p99 {total['p99']:.0f} ms" if total else "")
+        log.info("%s", describe(stats, final))
         self.instruments.new_interval()
 
     def run(self) -> None:

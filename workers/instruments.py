@@ -115,3 +115,11 @@ class Instruments:
             self.gc.close()
         if self.loop is not None:
             self.loop.cpu_wait.close()
+
+
+def describe(stats: dict[str, Any], final: bool = False) -> str:
+    """One short log line of a stats record's counters."""
+    total = stats["latency_ms"].get("total")
+    return (f"{'final ' if final else ''}stats: {stats['streams']} streams, {stats['frames_in']} frames in, "
+            f"{stats['windows']} windows, {stats['skipped_windows']} skipped, {stats['bad_messages']} bad messages, "
+            f"{stats['bad_frames']} bad frames" + (f", frame-to-result p99 {total['p99']:.0f} ms" if total else ""))
