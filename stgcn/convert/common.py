@@ -10,6 +10,7 @@ and a crash never leaves a file that loads but is wrong.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import os
 import pickle
@@ -233,4 +234,55 @@ def counts(results: dict[str, SplitResult], **extra: int) -> dict[str, int]:
         out[f"{split}_bad"] = r.bad
     out["bad"] = sum(r.bad for r in results.values())
     out.update(extra)
+    return out
+
+
+# --------------------------------------------------------------------------- description files
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_dataset_info(out: str | os.PathLike, class_names: Sequence[str], meta: dict[str, Any]) -> None:
+    """``out/class_names.txt`` and ``out/meta.json``."""
+    write_text_atomic(Path(out) / "class_names.txt", "".join(f"{c}\n" for c in class_names))
+    write_text_atomic(Path(out) / "meta.json", json.dumps(meta, indent=1) + "\n")
+
+
+def read_class_names(folder: str | os.PathLike) -> list[str]:
+    """The class names of a converted dataset (``class_names.txt``)."""
+    path = Path(folder) / "class_names.txt"
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file (the dataset needs its class names)")
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of a converted dataset, or ``{}`` when it has none."""
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ConversionError(f"{path}: expected a JSON object")
+    return meta
+
+
+def fit_sample(x: np.ndarray, frames: int, persons: int) -> np.ndarray:
+    """``(C, T, V, M)`` cut or zero-padded at the end to ``frames`` frames and ``persons`` slots."""
+    c, t, v, m = x.shape
+    out = np.zeros((c, frames, v, persons), np.float32)
+    out[:, : min(t, frames), :, : min(m, persons)] = x[:, :frames, :, :persons]
     return out

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import BadInputError, ConversionError, Sample, counts, write_split
-from .merge import fit_sample, write_dataset_info
+from .common import BadInputError, ConversionError, Sample, counts, fit_sample, write_dataset_info, write_split
 
 log = logging.getLogger("stgcn.convert.penn_action")
 

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..graph import get_layout
-from .common import BadInputError, ConversionError, Sample, counts, write_split
+from .common import BadInputError, ConversionError, Sample, counts, write_split, write_text_atomic
 
 log = logging.getLogger("stgcn.convert.recordings")
 
@@ -145,8 +145,5 @@ def convert_recordings(src: str | os.PathLike, out: str | os.PathLike, labels_cs
         results[split] = write_split(out, split, samples, _Reader(layout, frames, persons, max_gap),
                                      (3, frames, v, persons), skip_bad=skip_bad, workers=workers,
                                      progress=progress, desc=f"recordings {split}")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    tmp = Path(out) / ".class_names.txt.tmp"
-    tmp.write_text("".join(c + "\n" for c in class_list))
-    os.replace(tmp, Path(out) / "class_names.txt")
+    write_text_atomic(Path(out) / "class_names.txt", "".join(c + "\n" for c in class_list))
     return counts(results, missing=len(missing), classes=len(class_list))

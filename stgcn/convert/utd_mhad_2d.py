@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import BadInputError, ConversionError, Sample, counts, write_split
-from .merge import fit_sample, write_dataset_info
+from .common import BadInputError, ConversionError, Sample, counts, fit_sample, write_dataset_info, write_split
 
 DATASET = "utd-mhad-2d"
 FPS = 15  # the RGB video headers
