@@ -1,9 +1,12 @@
 """Calibrate a checkpoint's "unknown" thresholds on its training data (see stgcn.open_set).
 
     python -m stgcn.calibrate --weights CKPT [--config CFG] [--data-dir DIR] [--keep 0.99] [--out CKPT2]
+                              [--streams joint bone] [--half]
 
 ``stgcn.train`` does this at the end of training; this command does it again for an existing
-checkpoint, e.g. with another ``--keep`` or on a user's own training data. The training
+checkpoint, e.g. with another ``--keep`` or on a user's own training data, or for a subset of a
+multi-stream model's input streams (``--streams``: the checkpoint written serves those only; with
+``--half`` its weights are stored in float16, half the file; how the shipped model is made). The training
 windows are drawn as in training (the config's augmentation), the thresholds are written into
 the checkpoint's ``open_set`` (``--out``, default: in place, atomically).
 """
@@ -27,6 +30,7 @@ from .data import build_datasets, make_loader, resolve_workers
 from .engine import pick_device
 from .evaluation import autocast
 from .open_set import OpenSet, calibrate
+from .streams import select_streams
 
 log = logging.getLogger("stgcn.calibrate")
 
@@ -54,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=float, default=0.99,
                         help="share of the correctly classified training windows that keep their label")
     parser.add_argument("--out", help="where to write the calibrated checkpoint (default: in place)")
+    parser.add_argument("--streams", nargs="+", metavar="STREAM",
+                        help="keep only these input streams of a multi-stream model (default: all)")
+    parser.add_argument("--half", action="store_true",
+                        help="store the weights in float16 (default: as the input checkpoint stores them)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         device = pick_device(args.device)
-        model = load_model(args.weights, device=device)
+        model = select_streams(load_model(args.weights, device=device), args.streams)
         cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
         if not cfg:
             raise ValueError(f"{args.weights}: carries no training config; pass --config")
@@ -76,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         open_set = calibrate_open_set(model, datasets["train"], 64, workers, device, True, args.keep)
         config = {**model.config, "open_set": open_set.to_config()}
         out = Path(args.out or args.weights)
-        meta = dict(torch.load(args.weights, map_location="cpu", weights_only=True).get("meta") or {})
-        save_checkpoint(out, model, config, meta)
+        stored = torch.load(args.weights, map_location="cpu", weights_only=True)
+        dtypes = {v.dtype for v in stored["state_dict"].values() if v.is_floating_point()}
+        dtype = torch.float16 if args.half or dtypes == {torch.float16} else None
+        save_checkpoint(out, model, config, dict(stored.get("meta") or {}), dtype=dtype)
         print(f"{out}: unknown below p = {open_set.score_threshold:.3f} or motion {open_set.motion_threshold:.5f}")
         return 0
 

@@ -17,6 +17,7 @@ import torch
 
 from .graph import get_layout, layout_for_joints
 from .model import STGCN
+from .streams import MultiStream, check_streams, parents
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,25 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
-def build_model(model_cfg: dict[str, Any]) -> STGCN:
-    """Build an :class:`STGCN` from the ``config["model"]`` section of a checkpoint or YAML config."""
-    return STGCN(**model_cfg)
+def build_model(model_cfg: dict[str, Any]) -> STGCN | MultiStream:
+    """Build the network of the ``config["model"]`` section of a checkpoint or YAML config.
+
+    ``streams`` (default ``[joint]``) lists the input streams; more than the joint stream gives a
+    :class:`~stgcn.streams.MultiStream` of one ST-GCN per stream (``stream_weights``: their
+    weights in the fused probability, default equal), the predictor head on the first stream.
+    """
+    cfg = dict(model_cfg)
+    streams = check_streams(cfg.pop("streams", None) or ["joint"])
+    weights = cfg.pop("stream_weights", None)
+    if streams == ["joint"]:
+        return STGCN(**cfg)
+    layout = (cfg.get("graph_args") or {}).get("layout", "openpose")
+    coords = cfg.get("coords") or get_layout(layout).dims
+    if cfg.get("predictor") and streams[0] != "joint":
+        raise ValueError(f"streams {streams}: the next-frame predictor needs the joint stream first")
+    nets = {name: STGCN(**{**cfg, "predictor": bool(cfg.get("predictor")) and i == 0})
+            for i, name in enumerate(streams)}
+    return MultiStream(nets, parents(layout), coords, weights)
 
 
 def _read(path: Path) -> Any:
@@ -103,7 +120,7 @@ def _load_state(path: Path, model: torch.nn.Module, state: dict[str, torch.Tenso
 
 
 def load_model(path: str | os.PathLike, *, layout: str | dict | None = None, num_class: int | None = None,
-               device: str | torch.device = "cpu") -> STGCN:
+               device: str | torch.device = "cpu") -> STGCN | MultiStream:
     """Load an eval-mode ST-GCN from an original or project checkpoint.
 
     Original checkpoints are plain state dicts (``module.`` prefix and float16 allowed); their
@@ -147,13 +164,17 @@ def load_model(path: str | os.PathLike, *, layout: str | dict | None = None, num
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dict[str, Any],
-                    meta: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write a project checkpoint atomically (temporary file, fsync, rename)."""
+                    meta: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write a project checkpoint atomically (temporary file, fsync, rename); ``dtype`` stores the
+    floating-point tensors in it (e.g. float16 for a shipped file; loading casts them back)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)
-    payload = {"format": FORMAT, "version": FORMAT_VERSION,
-               "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "state_dict": state,
                "config": config, "meta": meta or {}}
     if extra:
         payload.update(extra)

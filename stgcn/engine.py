@@ -4,8 +4,8 @@ The same checkpoint config that training wrote decides the normalisation and win
 live stream is prepared exactly as the training data was. The whole step (normalisation,
 network, softmax, the predicted frame back to raw units) runs on the model's device.
 
-On CUDA the network is :class:`~stgcn.fast.FastSTGCN` (BatchNorms folded, joint-major, fp16
-weights); on the CPU the original module in float32 (the folded one is no faster there,
+On CUDA the network (each stream's, for a multi-stream model) is :class:`~stgcn.fast.FastSTGCN`
+(BatchNorms folded, joint-major, fp16 weights); on the CPU the original module in float32 (the folded one is no faster there,
 measured 11.6 against 12.1 windows/s on 2 cores). fp16 rather than bf16: the same speed,
 and on the shipped model's real test windows a tenth of bf16's logit error (1.2e-3 against
 1.1e-2 at worst).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ import torch
 from .checkpoint import load_model
 from .graph import get_layout
 from .open_set import OpenSet
+from .streams import select_streams
 from .transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,14 @@ class Engine:
     """Batched inference of one checkpoint on raw ``(B, C, W, V, M)`` windows."""
 
     def __init__(self, weights: str | Path, device: str = "auto", *, persons: int | None = None,
-                 window: int | None = None) -> None:
+                 window: int | None = None, streams: Sequence[str] | None = None) -> None:
         """``weights`` on ``device`` (``auto``: CUDA when present) for windows of ``persons`` person
-        slots and ``window`` frames (default: the checkpoint's window)."""
+        slots and ``window`` frames (default: the checkpoint's window), through the input
+        ``streams`` of a multi-stream checkpoint (default: all it has; fewer cost less)."""
         self.device = pick_device(device)
-        self.model = load_model(weights, device=self.device)
+        self.model = select_streams(load_model(weights, device=self.device), streams)
         cfg = self.model.config
+        self.streams = list(cfg["model"].get("streams") or ["joint"])
         self.config = cfg
         model_cfg = cfg["model"]
         graph_layout = model_cfg["graph_args"]["layout"]
@@ -92,9 +95,9 @@ class Engine:
         self.runner = None
         if not cuda:
             return
-        from .fast import FastSTGCN, GraphedEngine
+        from .fast import GraphedEngine, fold
 
-        self.net = FastSTGCN(self.model, torch.float16)
+        self.net = fold(self.model, torch.float16)
         # The normalisation and its inverse are many small kernels: on CUDA they are compiled
         # into a few, which is most of what a batch of one costs besides the network.
         self.prepare, self.finish = _Compiled(self._prepare), _Compiled(self._finish)

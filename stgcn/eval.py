@@ -28,6 +28,7 @@ from .checkpoint import load_model
 from .config import load_config, serving_config
 from .data import available_cpus, build_datasets, load_class_names, make_loader
 from .engine import pick_device
+from .streams import select_streams
 from .evaluation import (ClassMap, accuracy_by_source, evaluate_classification, evaluate_prediction, load_synonyms,
                          map_classes)
 
@@ -111,7 +112,7 @@ def read_sources(data_dir: Path, split: str = "val") -> list[str] | None:
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
-    model = load_model(args.weights, device=device)
+    model = select_streams(load_model(args.weights, device=device), args.streams)
     cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
     if not cfg:
         raise ValueError(f"{args.weights}: carries no training config; pass CONFIG")
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synonyms", default=str(SYNONYMS),
                         help="near-synonyms table for matching class names ('none': exact names only; "
                              "default: configs/classes/synonyms.yaml)")
+    parser.add_argument("--streams", nargs="+", metavar="STREAM",
+                        help="evaluate a multi-stream model through these input streams only (default: all)")
     parser.add_argument("--json", help="write the metrics to this JSON file")
     parser.add_argument("--confusion", help="confusion-matrix PNG path (default: next to --json)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

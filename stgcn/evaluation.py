@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pipeline.settings import read_yaml
 
 from .predictor import constant_velocity, mpjpe, zero_velocity
+from .streams import MultiStream
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -66,6 +67,7 @@ def evaluate_classification(model: torch.nn.Module, loader: DataLoader, device: 
 def evaluate_prediction(model: torch.nn.Module, loader: DataLoader, device: torch.device, coords: int,
                         amp: bool = True, progress: bool = False) -> dict[str, float]:
     """MPJPE of the predictor beside the zero- and constant-velocity baselines (window-local units)."""
+    model = model.first if isinstance(model, MultiStream) else model  # the joint stream holds the head
     model.eval()
     sums = {"mpjpe": 0.0, "mpjpe_zero_velocity": 0.0, "mpjpe_constant_velocity": 0.0}
     count = 0

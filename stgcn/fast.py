@@ -30,6 +30,7 @@ from torch import nn
 
 from .aggregate import aggregate
 from .model import STGCN, STGCNBlock
+from .streams import MultiStream
 
 GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -144,6 +145,13 @@ class FastSTGCN(nn.Module):
             return logits
         last = h[:, :, -1].permute(1, 2, 0).contiguous()  # (N*M, 256, V)
         return logits, self.predictor(last, recent)
+
+
+def fold(model: STGCN | MultiStream, dtype: torch.dtype = torch.float16) -> nn.Module:
+    """The eval-mode function of ``model`` with each of its ST-GCNs as a :class:`FastSTGCN`."""
+    if isinstance(model, MultiStream):
+        return model.mapped(lambda net: FastSTGCN(net, dtype)).eval()
+    return FastSTGCN(model, dtype)
 
 
 class GraphedEngine:

@@ -108,9 +108,12 @@ def train_step(net: torch.nn.Module, batches: tuple[dict, ...], optimizer: torch
         if task != "predict":
             b = batches[0]
             logits = net(b["x"].to(device, non_blocking=True))
-            lc = torch.nn.functional.cross_entropy(logits.float(), b["label"].to(device, non_blocking=True),
+            label = b["label"].to(device, non_blocking=True)
+            if logits.dim() == 3:  # a multi-stream model: each stream (S, N, K) learns from its own loss
+                label = label.repeat(logits.shape[0])
+            lc = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), label,
                                                    label_smoothing=label_smoothing)
-            loss = loss + lc
+            loss = loss + lc * (logits.shape[0] if logits.dim() == 3 else 1)
             losses["loss_cls"] = lc.detach()
         if task in ("joint", "predict"):
             b = batches[-1]

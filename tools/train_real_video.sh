@@ -2,21 +2,27 @@
 # Reproduce the shipped default model and its accuracy on a GPU machine: convert the three
 # real-video 2D sets, merge them (configs/classes/real_video.yaml), train one model per seed side
 # by side, and evaluate each seed's final.pt on every set's official test split.
-#   tools/train_real_video.sh [SHARED_DATA_DIR] [OUT_DIR]   (SEEDS="0 1 2", EPOCHS: the config's)
+#   tools/train_real_video.sh [SHARED_DATA_DIR] [OUT_DIR]
+# Environment: SEEDS ("0 1 2"), EPOCHS (the config's), CONFIG (configs/train/real_video.yaml);
+# the seeds are spread over the GPUs there are.
 set -euo pipefail
 SRC=${1:-../shared/data}
 OUT=${2:-work_dirs/real_video}
 PY=${PYTHON:-python3}
 SEEDS=${SEEDS:-0 1 2}
+CONFIG=${CONFIG:-configs/train/real_video.yaml}
+GPUS=$($PY -c "import torch; print(max(1, torch.cuda.device_count()))")
 mkdir -p "$OUT"
 $PY -m stgcn.convert utd-mhad-2d "$SRC/utd-mhad-openpose2d" data/utd_mhad_2d --no-progress
 $PY -m stgcn.convert penn-action "$SRC/penn-action" data/penn_action --no-progress
 $PY -m stgcn.convert jhmdb "$SRC/jhmdb" data/jhmdb --no-progress
 $PY -m stgcn.convert merge data/real_video data/penn_action data/utd_mhad_2d data/jhmdb \
     --classes configs/classes/real_video.yaml --no-progress
+i=0
 for seed in $SEEDS; do
-  $PY -m stgcn.train configs/train/real_video.yaml --seed "$seed" --work-dir "$OUT/seed$seed" ${EPOCHS:+--epochs $EPOCHS} \
-      > "$OUT/seed$seed.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$((i % GPUS)) $PY -m stgcn.train "$CONFIG" --seed "$seed" --work-dir "$OUT/seed$seed" \
+      ${EPOCHS:+--epochs $EPOCHS} > "$OUT/seed$seed.log" 2>&1 &
+  i=$((i + 1))
 done
 wait
 for seed in $SEEDS; do

@@ -1,0 +1,71 @@
+"""Serving cost of a multi-stream model's input-stream choices (``inference.streams``).
+
+    python -m bench.streams --weights CKPT [--device cpu|cuda] [--batches 1 8 64] [--out JSON]
+
+For each choice (the joint stream alone, joint + bone, all the checkpoint's streams) the engine
+(CUDA graphs on the GPU, the float32 module on the CPU) runs batches of one-person windows of the
+checkpoint's length; prints and saves the mean milliseconds per batch and windows per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from stgcn.engine import Engine, pick_device
+
+from .common import machine, write_results
+
+
+def choices(streams: list[str]) -> list[list[str]]:
+    """The joint stream, joint + bone, and all streams (those the checkpoint has)."""
+    out = [["joint"], ["joint", "bone"], streams]
+    return [c for i, c in enumerate(out) if all(s in streams for s in c) and c not in out[:i]]
+
+
+def time_batches(engine: Engine, batch: int, seconds: float) -> float:
+    """Mean seconds of one batch of ``batch`` real-shaped windows, after a warm-up."""
+    rng = np.random.default_rng(0)
+    windows = rng.uniform(0.3, 0.7, (batch, *engine.sample_shape)).astype(np.float32)
+    windows[:, -1] = 0.9
+    for _ in range(3):
+        engine(windows)
+    n, t0 = 0, time.perf_counter()
+    while n < 5 or time.perf_counter() - t0 < seconds:
+        engine(windows)
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.streams", description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", required=True, help="a multi-stream checkpoint")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measure")
+    parser.add_argument("--out", help="JSON path (default bench/results/streams_{cpu,cuda}.json)")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    streams = list(Engine(args.weights, "cpu").streams)
+    metrics: dict[str, float] = {}
+    for choice in choices(streams):
+        engine = Engine(args.weights, str(device), persons=1, streams=choice)
+        for batch in args.batches:
+            s = time_batches(engine, batch, args.seconds)
+            key = f"{'+'.join(choice)}_b{batch}"
+            metrics[f"{key}_ms"] = round(s * 1e3, 3)
+            metrics[f"{key}_windows_per_s"] = round(batch / s, 1)
+            print(f"{'+'.join(choice):40s} batch {batch:4d}: {s * 1e3:8.2f} ms  {batch / s:9.1f} windows/s")
+    payload = {"machine": machine(device, with_torch=True), "weights": args.weights, "streams": streams,
+               "window": engine.window, "what": "mean ms per batch of one-person windows, engine as served",
+               "metrics": metrics}
+    write_results(f"streams_{device.type}", payload, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    raise SystemExit(main())
