@@ -230,6 +230,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     next_weight = float(tcfg.get("next_frame_weight", 10.0))
     clip = float(tcfg.get("clip_grad_norm", 0.0))
     smoothing = float(tcfg.get("label_smoothing", 0.0))
+    eval_every = max(1, int(tcfg.get("eval_every", 1)))  # validation every k epochs and after the last
     start_epoch, best, history = 0, None, {}
     work_dir.mkdir(parents=True, exist_ok=True)
     last_path = work_dir / "last.pt"
@@ -283,16 +284,17 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
             metrics = {k: float(v) / max(n_batches, 1) for k, v in sums.items()}
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             metrics["epoch_s"] = time.time() - t0
-            if "val" in datasets:
+            evaluated = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
+            if "val" in datasets and evaluated:
                 ev = evaluate_classification(final, make_loader(datasets["val"], batch, False, workers), device,
                                              num_class, amp)
                 metrics.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"])
-            if "val_next" in datasets:
+            if "val_next" in datasets and evaluated:
                 metrics.update({f"val_{k}": v for k, v in evaluate_prediction(
                     final, make_loader(datasets["val_next"], batch, False, workers), device, coords, amp).items()
                     if k != "joints"})
             score = metrics.get("val_top1", -metrics.get("val_mpjpe", 0.0))
-            improved = best is None or score > best
+            improved = evaluated and (best is None or score > best)
             best = score if improved else best
             meta = {"epoch": epoch, "best": best, "metrics": metrics,
                     "ema_steps": int(ema.n_averaged) if ema is not None else 0}

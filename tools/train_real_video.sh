@@ -4,7 +4,7 @@
 # by side, and evaluate each seed's final.pt on every set's official test split.
 #   tools/train_real_video.sh [SHARED_DATA_DIR] [OUT_DIR]
 # Environment: SEEDS ("0 1 2"), EPOCHS (the config's), CONFIG (configs/train/real_video.yaml);
-# the seeds are spread over the GPUs there are.
+# the seeds are spread over the GPUs there are and share the CPUs.
 set -euo pipefail
 SRC=${1:-../shared/data}
 OUT=${2:-work_dirs/real_video}
@@ -18,9 +18,12 @@ $PY -m stgcn.convert penn-action "$SRC/penn-action" data/penn_action --no-progre
 $PY -m stgcn.convert jhmdb "$SRC/jhmdb" data/jhmdb --no-progress
 $PY -m stgcn.convert merge data/real_video data/penn_action data/utd_mhad_2d data/jhmdb \
     --classes configs/classes/real_video.yaml --no-progress
+# each seed on its own slice of the CPUs (its data workers are as many as its CPUs)
+n=$(echo $SEEDS | wc -w); per=$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))
 i=0
 for seed in $SEEDS; do
-  CUDA_VISIBLE_DEVICES=$((i % GPUS)) $PY -m stgcn.train "$CONFIG" --seed "$seed" --work-dir "$OUT/seed$seed" \
+  CUDA_VISIBLE_DEVICES=$((i % GPUS)) taskset -c $((i * per % $(nproc)))-$(((i * per % $(nproc)) + per - 1)) \
+      $PY -m stgcn.train "$CONFIG" --seed "$seed" --work-dir "$OUT/seed$seed" \
       ${EPOCHS:+--epochs $EPOCHS} > "$OUT/seed$seed.log" 2>&1 &
   i=$((i + 1))
 done
