@@ -50,14 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     streams = list(Engine(args.weights, "cpu").streams)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float | bool] = {}
+    check = np.random.default_rng(1).uniform(0.3, 0.7, (8, 3, 1, 1, 1)).astype(np.float32)
     for choice in choices(streams):
         engine = Engine(args.weights, str(device), persons=1, streams=choice)
+        key = "+".join(choice)
+        if device.type == "cuda":  # served as on the CPU, and replayed from CUDA graphs
+            reference = Engine(args.weights, "cpu", persons=1, streams=choice)
+            windows = np.broadcast_to(check, (8, *engine.sample_shape)).copy()
+            windows += np.random.default_rng(2).normal(0, 0.02, windows.shape).astype(np.float32)
+            windows[:, -1] = 0.9
+            metrics[f"{key}_max_prob_diff_vs_cpu"] = float(np.abs(engine(windows)[0] - reference(windows)[0]).max())
+            metrics[f"{key}_cuda_graphs"] = engine.runner is not None
         for batch in args.batches:
             s = time_batches(engine, batch, args.seconds)
-            key = f"{'+'.join(choice)}_b{batch}"
-            metrics[f"{key}_ms"] = round(s * 1e3, 3)
-            metrics[f"{key}_windows_per_s"] = round(batch / s, 1)
+            metrics[f"{key}_b{batch}_ms"] = round(s * 1e3, 3)
+            metrics[f"{key}_b{batch}_windows_per_s"] = round(batch / s, 1)
             print(f"{'+'.join(choice):40s} batch {batch:4d}: {s * 1e3:8.2f} ms  {batch / s:9.1f} windows/s")
     payload = {"machine": machine(device, with_torch=True), "weights": args.weights, "streams": streams,
                "window": engine.window, "what": "mean ms per batch of one-person windows, engine as served",

@@ -71,6 +71,7 @@ class InferenceSettings:
     max_pending: int
     stats_interval_s: float
     diagnostics: bool
+    streams: list[str] | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,10 @@ def _value(hint: Any, value: Any, key: str, base_dir: Path) -> Any:
             raise ValueError(f"setting {key} must be a path")
         path = Path(value).expanduser()
         return path if path.is_absolute() else base_dir / path
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"setting {key} must be a non-empty list of names, not {value!r}")
+        return list(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ValueError(f"setting {key} must be true or false, not {value!r}")

@@ -55,7 +55,7 @@ def _pairwise(a: torch.Tensor, b: torch.Tensor, coords: int) -> torch.Tensor:
     return torch.cat([diff * (conf > 0).to(diff.dtype), conf], dim=1)
 
 
-def bone(x: torch.Tensor, parent: list[int], coords: int) -> torch.Tensor:
+def bone(x: torch.Tensor, parent: list[int] | torch.Tensor, coords: int) -> torch.Tensor:
     """Bones of ``(N, C, T, V, M)`` joints (the first ``coords`` channels are coordinates)."""
     return _pairwise(x, x[:, :, :, parent], coords)
 
@@ -66,7 +66,7 @@ def motion(x: torch.Tensor, coords: int) -> torch.Tensor:
     return torch.cat([torch.zeros_like(d[:, :, :1]), d], dim=2)
 
 
-def stream_input(x: torch.Tensor, name: str, parent: list[int], coords: int) -> torch.Tensor:
+def stream_input(x: torch.Tensor, name: str, parent: list[int] | torch.Tensor, coords: int) -> torch.Tensor:
     """The view ``name`` (one of :data:`STREAMS`) of normalised joints ``x``."""
     if name == "joint":
         return x
@@ -110,6 +110,9 @@ class MultiStream(nn.Module):
         if w.shape != (len(self.names),) or bool((w < 0).any()) or float(w.sum()) <= 0:
             raise ValueError(f"stream weights {weights}: one non-negative weight per stream, not all zero")
         self.register_buffer("weights", w / w.sum(), persistent=False)
+        # on the model's device: a list index would be copied from the host on every call (and
+        # cannot be inside a CUDA graph)
+        self.register_buffer("parent_index", torch.tensor(self.parent, dtype=torch.long), persistent=False)
 
     @property
     def first(self) -> nn.Module:
@@ -130,10 +133,10 @@ class MultiStream(nn.Module):
     def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.training and recent is not None:
-            return self.first(stream_input(x, self.names[0], self.parent, self.coords), recent)
+            return self.first(stream_input(x, self.names[0], self.parent_index, self.coords), recent)
         logits, pred = [], None
         for i, name in enumerate(self.names):
-            xi = stream_input(x, name, self.parent, self.coords)
+            xi = stream_input(x, name, self.parent_index, self.coords)
             if i == 0 and recent is not None:
                 out, pred = self.first(xi, recent)
             else:
@@ -143,7 +146,7 @@ class MultiStream(nn.Module):
         if self.training:
             return stacked
         probs = torch.softmax(stacked.float(), dim=-1)
-        fused = torch.log(torch.einsum("s,snk->nk", self.weights.to(probs.device), probs).clamp_min(1e-12))
+        fused = torch.log(torch.einsum("s,snk->nk", self.weights, probs).clamp_min(1e-12))
         return fused if recent is None else (fused, pred)
 
     def mapped(self, fn: Callable[[nn.Module], nn.Module], names: Iterable[str] | None = None) -> "MultiStream":

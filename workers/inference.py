@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         from stgcn.engine import Engine
 
         icfg = settings.inference
-        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device)  # one person a sample
+        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device, streams=icfg.streams)  # one person a sample
         worker = InferenceWorker(engine, icfg, listen, publish, record_dir=args.record,
                                  allow_remote=curve is not None, server_keys=curve.keys if curve else None,
                                  name=args.name)

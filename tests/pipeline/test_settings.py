@@ -15,6 +15,7 @@ def test_defaults_come_from_the_shipped_yaml_only() -> None:
     assert s.inference.max_batch.on("cuda") == 64 and s.inference.persons == 5
     assert s.inference.buffer_frames == 300 and s.inference.diagnostics is False
     assert s.capture.live_queue == 8 and s.endpoints.curve.server_key is None
+    assert s.inference.streams is None, "all the model's input streams"
     assert "stride:" in DEFAULT_CONFIG.read_text()
 
 
@@ -27,6 +28,7 @@ def test_a_config_changes_only_its_keys_and_flags_override(tmp_path: Path) -> No
     assert s.inference.max_batch == PerDevice(16, 16), "one number: every device"
     assert s.endpoints.curve.server_key == tmp_path / "keys" / "server.key_secret", "relative to the config"
     assert s.inference.persons == 5
+    assert load_settings(config, inference__streams=["joint"]).inference.streams == ["joint"]
     s = load_settings(config, inference__stride=5, inference__weights=None)
     assert s.inference.stride == PerDevice(5, 5) and s.inference.weights is None
 
@@ -37,6 +39,7 @@ def test_a_config_changes_only_its_keys_and_flags_override(tmp_path: Path) -> No
     ("inference:\n  persons: -1\n", "inference.persons must not be negative"),
     ("inference:\n  diagnostics: 1\n", "inference.diagnostics must be true or false"),
     ("capture: 3\n", "setting capture must be a mapping"),
+    ("inference:\n  streams: joint\n", "setting inference.streams must be a non-empty list of names"),
     ("- a list\n", "a config must be a mapping"),
     ("inference: [\n", "not valid YAML"),
 ])

@@ -1,5 +1,5 @@
-"""The serving engine: the checkpoint's own window, layout and normalisation; the CUDA path (FastSTGCN,
-fp16, CUDA graphs) computes what the original module does."""
+"""The serving engine: the checkpoint's own window, layout and normalisation; the CUDA path (FastSTGCN
+per stream, fp16, CUDA graphs) computes what the original module does."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from stgcn import DEFAULT_WEIGHTS, STGCN, save_checkpoint
 from stgcn.engine import Engine
-from stgcn.fast import FastSTGCN
+from stgcn.fast import FastSTGCN, fold
 
 
 def _windows(n: int = 4, t: int = 128) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_fast_network_in_the_engine_matches_the_original_module():
     windows = _windows()
     engine = Engine(DEFAULT_WEIGHTS, "cpu", persons=2)
     p2, n2 = engine(windows)
-    engine.net = FastSTGCN(engine.model, torch.float32)  # what the CUDA path runs, in float32
+    engine.net = fold(engine.model, torch.float32)  # what the CUDA path runs (each stream folded), in float32
     p1, n1 = engine(windows)
     assert np.abs(p1 - p2).max() < 1e-5
     assert np.abs(n1 - n2).max() < 1e-5
@@ -53,7 +53,8 @@ def test_fast_network_in_the_engine_matches_the_original_module():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_replay_the_eager_step():
     engine = Engine(DEFAULT_WEIGHTS, "cuda", persons=2)
-    assert engine.runner is not None and isinstance(engine.net, FastSTGCN)
+    assert engine.runner is not None, "the multi-stream step is captured in CUDA graphs too"
+    assert all(isinstance(net, FastSTGCN) for net in engine.net.nets.values())
     rng = np.random.default_rng(1)
     for b in (1, 3, 17):
         windows = rng.uniform(0.2, 0.8, (b, 3, engine.window, 18, 2)).astype(np.float32)
