@@ -16,12 +16,12 @@ from .common import ConversionError
 CONVERSION_FAILED = 1  # exit status of a conversion stopped by a bad input file
 
 
-def _common(p: argparse.ArgumentParser, persons: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, persons: int = 2) -> None:
     p.add_argument("src", help="input folder")
     p.add_argument("out", help="output folder")
     p.add_argument("--frames", type=int, default=300, help="T of the output (default 300)")
     if persons:
-        p.add_argument("--persons", type=int, default=2, help="M of the output (default 2)")
+        p.add_argument("--persons", type=int, default=persons, help=f"M of the output (default {persons})")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable input files with a warning")
     p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -77,13 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_debug_flag(p)
 
-    p = sub.add_parser("recordings", help="the pipeline's *.skel recordings + a label CSV",
-                       description="SRC is a folder of recordings; --labels a CSV with columns file,label.")
-    _common(p)
-    p.add_argument("--labels", required=True, help="CSV with columns file, label (class name)")
+    p = sub.add_parser("recordings", help="the pipeline's *.skel recordings, labelled by folder or CSV",
+                       description="SRC holds SRC/<label>/*.skel (run_pipeline.py --record SRC --label NAME), "
+                                   "or takes whose metadata carries a label, or any recordings with --labels CSV. "
+                                   "Writes class_names.txt too.")
+    _common(p, persons=1)  # the live worker classifies each person alone
+    p.add_argument("--labels", help="CSV with columns file, label (class name); default: labels from the folders")
     p.add_argument("--classes", help="class names, one a line (default: sorted unique labels)")
     p.add_argument("--layout", default="openpose")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val", metavar="DIR2", help="validation takes, laid out like SRC (e.g. other people)")
+    val.add_argument("--val-fraction", type=float, default=0.2,
+                     help="else this fraction of each class's takes, drawn at random (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-gap", type=int, default=10, help="hold the last frame over gaps up to this many frames")
     return ap
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> dict:
         return convert_jhmdb(args.src, args.out, persons=args.persons, limit=args.limit, **common)
     if args.format == "recordings":
         from .recordings import convert_recordings
-        return convert_recordings(args.src, args.out, args.labels, classes=args.classes, layout=args.layout,
+        return convert_recordings(args.src, args.out, args.labels, val_src=args.val, classes=args.classes,
+                                  layout=args.layout,
                                   persons=args.persons, val_fraction=args.val_fraction, seed=args.seed,
                                   max_gap=args.max_gap, **common)
     raise ValueError(args.format)

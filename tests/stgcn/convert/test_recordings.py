@@ -1,4 +1,4 @@
-"""Recordings of the live pipeline (*.skel) plus a label CSV to the st-gcn format."""
+"""Recordings of the live pipeline (*.skel), labelled by folder, metadata or CSV, to the st-gcn format."""
 
 from __future__ import annotations
 
@@ -29,12 +29,24 @@ def person_kp(rng: np.random.Generator, conf: float) -> np.ndarray:
     return kp
 
 
-def write_rec(path: Path, seqs: list[int], people: list[list[tuple[int, np.ndarray]]]) -> None:
+def write_rec(path: Path, seqs: list[int], people: list[list[tuple[int, np.ndarray]]], **meta) -> None:
     stream = path.stem
-    with recording.RecordingWriter(path, StreamStart(stream, 0.0, dict(META))) as w:
+    layout = meta.pop("layout", "openpose")
+    joints = 25 if layout == "ntu-rgb+d" else 18
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with recording.RecordingWriter(path, StreamStart(stream, 0.0, {**META, **meta})) as w:
         for seq, ps in zip(seqs, people):
-            w.write(encode(frame_from_arrays(stream, seq, seq / 30, 640, 480, "openpose",
-                                             [kp for _, kp in ps], [t for t, _ in ps], joints=18)))
+            w.write(encode(frame_from_arrays(stream, seq, seq / 30, 640, 480, layout,
+                                             [kp for _, kp in ps], [t for t, _ in ps], joints=joints)))
+
+
+def write_takes(folder: Path, labels: list[str], per_class: int, rng: np.random.Generator) -> None:
+    """``folder/<label>/<stream>.skel`` takes as run_pipeline.py --record --label writes them."""
+    for label in labels:
+        for k in range(per_class):
+            n = 12 + k
+            write_rec(folder / label / f"camera0-{k + 1}.skel", list(range(n)),
+                      [[(1, person_kp(rng, 0.8))] for _ in range(n)], label=label)
 
 
 def test_read_sample_matches_slot_assigner_and_holds_gaps(tmp_path):
@@ -97,7 +109,7 @@ def test_convert_recordings(tmp_path, capsys):
         w.writerow(["file", "label"])
         w.writerows(rows)
     out = tmp_path / "out"
-    res = convert_recordings(src, out, csv_path, frames=64, val_fraction=0.34, progress=False)
+    res = convert_recordings(src, out, csv_path, frames=64, persons=2, val_fraction=0.34, progress=False)
     assert res["train"] == 6 and res["val"] == 3 and res["classes"] == 3
     assert (out / "class_names.txt").read_text().split() == ["clap", "jump", "wave"]
     names_all = []
@@ -120,5 +132,59 @@ def test_convert_recordings(tmp_path, capsys):
     assert len(err) == 1 and "r0.skel" in err[0]
     with pytest.raises(ConversionError, match="r0.skel"):
         convert_recordings(src, out, csv_path, frames=64, progress=False)
-    res = convert_recordings(src, out, csv_path, frames=64, progress=False, skip_bad=True)
+    res = convert_recordings(src, out, csv_path, frames=64, persons=2, progress=False, skip_bad=True)
     assert res["bad"] == 1 and res["train"] + res["val"] == 8
+
+
+def test_folder_labels_and_a_validation_folder(tmp_path, capsys):
+    """SRC/<label>/*.skel and --val DIR2 laid out the same way: classes from the folders, one person a sample."""
+    rng = np.random.default_rng(4)
+    write_takes(tmp_path / "rec", ["wave", "clap", "jump"], 3, rng)
+    write_takes(tmp_path / "val", ["wave", "clap"], 1, rng)
+    write_rec(tmp_path / "rec" / "loose.skel", list(range(15)), [[(1, person_kp(rng, 0.8))]] * 15, label="clap")
+    out = tmp_path / "out"
+    assert main(["recordings", str(tmp_path / "rec"), str(out), "--val", str(tmp_path / "val"), "--frames", "32",
+                 "--no-progress"]) == 0
+    assert (out / "class_names.txt").read_text().split() == ["clap", "jump", "wave"]
+    with open(out / "train_label.pkl", "rb") as f:
+        names, labels = pickle.load(f)
+    assert len(names) == 10 and sorted(labels) == [0] * 4 + [1] * 3 + [2] * 3  # the loose take by its meta label
+    assert "loose.skel" in names and "wave/camera0-1.skel" in names
+    with open(out / "val_label.pkl", "rb") as f:
+        names, labels = pickle.load(f)
+    assert names == ["clap/camera0-1.skel", "wave/camera0-1.skel"] and labels == [0, 2]
+    assert np.load(out / "train_data.npy").shape == (10, 3, 32, 18, 1)
+    res = convert_recordings(tmp_path / "rec", tmp_path / "out2", frames=32, val_fraction=0.34, progress=False)
+    assert res["train"] + res["val"] == 10 and res["val"] == 3
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no labels", "no labelled takes"),
+    ("unlabelled loose take", "loose.skel: no label"),
+    ("one class", "only one class ('wave')"),
+    ("empty take", "empty take: no frames"),
+    ("nobody seen", "empty take: nobody seen"),
+    ("layout", "layout ['ntu-rgb+d'] is not 'openpose'"),
+    ("val class", "labels not in the class list"),
+])
+def test_one_line_errors(tmp_path, capsys, case, message):
+    rng = np.random.default_rng(5)
+    src, extra = tmp_path / "rec", []
+    src.mkdir()
+    if case != "no labels":
+        write_takes(src, ["wave"] if case == "one class" else ["wave", "clap"], 2, rng)
+    if case == "unlabelled loose take":
+        write_rec(src / "loose.skel", [0, 1], [[(1, person_kp(rng, 0.8))]] * 2)
+    if case == "empty take":
+        write_rec(src / "clap" / "camera0-9.skel", [], [])
+    if case == "nobody seen":
+        write_rec(src / "clap" / "camera0-9.skel", [0, 1, 2], [[], [], []])
+    if case == "layout":
+        kp = rng.uniform(0.2, 0.8, size=(25, 3)).astype(np.float32)
+        write_rec(src / "clap" / "camera0-9.skel", [0, 1], [[(1, kp)]] * 2, layout="ntu-rgb+d", joints=25)
+    if case == "val class":
+        write_takes(tmp_path / "val", ["jump"], 1, rng)
+        extra = ["--val", str(tmp_path / "val")]
+    assert main(["recordings", str(src), str(tmp_path / "out"), "--no-progress", *extra]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
