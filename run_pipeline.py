@@ -5,6 +5,7 @@
     python run_pipeline.py --video a.mp4 --video b.mp4 --output results.jsonl
     python run_pipeline.py --replay recording.skel --replay clip.json
     python run_pipeline.py --camera 0 --camera 1 --inference-workers 2 --devices cuda:0,cuda:1
+    python run_pipeline.py --camera 0 --record rec/ --label wave   # one labelled take: rec/wave/camera0[-N].skel
 
 Each source and the inference worker run as their own processes, wired over ZeroMQ on
 loopback; this process supervises them (a crashed worker is reported and restarted, a
@@ -70,8 +71,11 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: list[str],
-                  state_dir: Path) -> list[Worker]:
-    """The inference workers first (one per frames/results endpoint pair), then one worker per source."""
+                  state_dir: Path, record_dir: Path | None = None) -> list[Worker]:
+    """The inference workers first (one per frames/results endpoint pair), then one worker per source.
+
+    The inference workers record (``record_dir``: ``--record``, or its ``--label`` folder); the
+    sources put the ``--label`` in their streams' metadata."""
     from pipeline.messages import sanitize_stream_id
 
     py = [sys.executable, "-m"]
@@ -84,7 +88,7 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
         name = "inference" if n == 1 else f"inference-{i}"
         inference = py + ["workers.inference", "--listen", frames_ep, "--publish", results_ep, "--name", name] + common
         for flag, value in (("--weights", args.weights), ("--device", devices[i % len(devices)]),
-                            ("--stride", args.stride), ("--record", args.record)):
+                            ("--stride", args.stride), ("--record", record_dir)):
             if value is not None:
                 inference += [flag, str(value)]
         workers.append(Worker(name, inference))
@@ -114,6 +118,8 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
                 argv += ["--save-video", str(target)]
             if args.show:
                 argv.append("--show")
+        if args.label:
+            argv += ["--label", args.label]
         workers.append(Worker(f"{kind} {value}", argv + common, stream=stream))
     return workers
 
@@ -211,7 +217,7 @@ class Supervisor:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[2:7]))
+                                epilog="\n".join(__doc__.split("\n")[2:8]))
     p.add_argument("--camera", type=int, action="append", default=[], help="camera index (repeatable)")
     p.add_argument("--video", action="append", default=[], help="video file (repeatable)")
     p.add_argument("--replay", action="append", default=[], help=".skel recording, Kinetics JSON or npy (repeatable)")
@@ -228,6 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-video", help="annotated video path (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="live window (needs a display)")
     p.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
+    p.add_argument("--label", metavar="NAME",
+                   help="with --record: the action this take shows; the take goes to DIR/NAME/ under a new name")
     p.add_argument("--quiet", action="store_true", help="no per-result console lines; workers log warnings only")
     p.add_argument("--print-every", type=int, default=1, help="print one result line in N per stream")
     p.add_argument("--frames-endpoint",
@@ -236,6 +244,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fixed results endpoint, e.g. for outside subscribers; N workers: N comma-separated")
     p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
     return p.parse_args(argv)
+
+
+def record_folder(args: argparse.Namespace) -> Path | None:
+    """Where the inference workers record: ``--record DIR``, or ``DIR/NAME`` with ``--label NAME``."""
+    from pipeline.messages import is_valid_stream_id
+
+    if args.label is not None:
+        if not args.record:
+            raise ValueError("--label needs --record DIR (the take goes to DIR/NAME/)")
+        if not is_valid_stream_id(args.label):
+            raise ValueError(f"--label {args.label!r}: use letters, digits and _ . : @ + - (it names a folder)")
+        return Path(args.record) / args.label
+    return Path(args.record) if args.record else None
+
+
+def report_takes(folder: Path, before: set[Path], streams: list[str]) -> bool:
+    """Print the recordings this run wrote; False (with an error line) when a stream has none."""
+    from pipeline.recording import read_recording
+
+    new = sorted(set(folder.glob("*.skel")) - before)
+    for path in new:
+        try:
+            frames = len(read_recording(path).frames)
+        except ValueError as exc:
+            frames = f"unreadable: {exc}"
+        print(f"recorded {path} ({frames} frames)", flush=True)
+    lost = [s for s in streams if not any(p.stem == s or p.stem.startswith(f"{s}-") for p in new)]
+    for stream in lost:
+        print(f"error: stream {stream}: no recording was written to {folder} (see the inference worker's log)",
+              file=sys.stderr)
+    return not lost
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             print(f"error: {path}: no such file", file=sys.stderr)
             return USER_ERROR
+    try:
+        record_dir = record_folder(args)
+        if record_dir is not None:
+            record_dir.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USER_ERROR
     n = args.inference_workers
     if n < 1:
         print("error: --inference-workers must be at least 1", file=sys.stderr)
@@ -269,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return USER_ERROR
-        workers = build_workers(args, frames_eps, results_eps, Path(state_dir))
-        return Supervisor(workers, sink).run()
+        workers = build_workers(args, frames_eps, results_eps, Path(state_dir), record_dir)
+        before = set(record_dir.glob("*.skel")) if record_dir is not None else set()
+        code = Supervisor(workers, sink).run()
+        if record_dir is not None and not report_takes(record_dir, before, [w.stream for w in workers if w.stream]):
+            return code or USER_ERROR
+        return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ msgpack maps are self-delimiting, so the file is read as a stream of messages an
 replay can resend the original bytes bit for bit.
 
 The writer fills ``<name>.part`` and renames it into place on close, so a finished name
-always means a finished recording. After a crash, the ``.part`` file still reads: every
+always means a finished recording. A recording never replaces another: :func:`recording_path`
+gives a stream's next free name (``<stream>.skel``, then ``<stream>-2.skel``, ...), and the
+final rename refuses to overwrite a file that appeared meanwhile, taking the next free name.
+Takes for training carry their class in the start meta (``label``) and lie in a folder named
+after it (``run_pipeline.py --record DIR --label NAME``). After a crash, the ``.part`` file still reads: every
 complete message is returned and the cut-off last record is dropped with one warning.
 """
 
@@ -43,11 +47,21 @@ class Recording(NamedTuple):
     end: StreamEnd | None
 
 
+def _taken(path: Path) -> bool:
+    return path.exists() or path.with_name(path.name + PART_SUFFIX).exists()
+
+
 def recording_path(directory: str | Path, stream: str) -> Path:
-    """``directory/<stream>.skel``; the stream id must be valid (it becomes a file name)."""
+    """The first free name of ``directory/<stream>.skel``, ``<stream>-2.skel``, ... (a name is taken
+    by a finished recording or by one being written); the stream id must be valid (it becomes a
+    file name)."""
     if not is_valid_stream_id(stream):
         raise ValueError(f"invalid stream id {stream!r}")
-    return Path(directory) / f"{stream}{SUFFIX}"
+    path, n = Path(directory) / f"{stream}{SUFFIX}", 1
+    while _taken(path):
+        n += 1
+        path = Path(directory) / f"{stream}-{n}{SUFFIX}"
+    return path
 
 
 class RecordingWriter:
@@ -65,6 +79,7 @@ class RecordingWriter:
         self.part_path = self.path.with_name(self.path.name + PART_SUFFIX)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists (pass overwrite=True to replace it)")
+        self.overwrite = overwrite
         self.flush_every = flush_every
         self.flush_interval_s = flush_interval_s
         self.stream: str | None = None
@@ -139,7 +154,7 @@ class RecordingWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self.part_path, self.path)
+        self._rename()
         try:
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:
@@ -150,6 +165,27 @@ class RecordingWriter:
             pass
         finally:
             os.close(dir_fd)
+
+    def _rename(self) -> None:
+        """``.part`` to the final name; without ``overwrite`` a file that took the name meanwhile
+        stays, and this recording takes the stream's next free name (logged)."""
+        if self.overwrite:
+            os.replace(self.part_path, self.path)
+            return
+        while True:
+            try:
+                os.link(self.part_path, self.path)  # fails instead of replacing
+            except FileExistsError:
+                taken, self.path = self.path, recording_path(self.path.parent, self.stream or "stream")
+                log.warning("%s appeared while recording; this recording goes to %s", taken, self.path)
+                continue
+            except OSError:  # a file system without hard links
+                if self.path.exists():
+                    raise
+                os.replace(self.part_path, self.path)
+                return
+            self.part_path.unlink()
+            return
 
     def __enter__(self) -> RecordingWriter:
         return self

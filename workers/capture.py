@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="show the annotated stream in a window")
     parser.add_argument("--state-file", help="resume file: a restarted worker continues after its last frame")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--label", help="the action this take shows: sent in the stream's metadata, kept by recordings")
     add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
@@ -102,6 +103,8 @@ def capture(args: argparse.Namespace, stop: threading.Event, settings: Settings,
         log.info("stream %s: resuming after frame %d", stream, resume)
     meta = {"fps": source.fps, "source": source.name, "layout": "openpose", "width": source.width,
             "height": source.height, "joints": 18}
+    if args.label:
+        meta["label"] = args.label
     emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta,
                             live=source.live, stop=stop, state_file=args.state_file,
                             live_queue=settings.capture.live_queue, **curve)

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--npy-offset", type=float, default=0.0,
                         help="added to x, y of npy data (0.5 undoes the Kinetics minus-0.5 preprocessing)")
     parser.add_argument("--state-file", help="resume file: a restarted replay continues after its last frame")
+    parser.add_argument("--label", help="the action the take shows, in the stream's metadata (replaces a recorded one)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"most frames per message when fast or behind (1..{MAX_BATCH_FRAMES}; 1: one per message; "
                         f"default {DEFAULT_BATCH})")
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         layout = frames[0].layout
         meta.update(source=str(args.path), layout=layout, joints=frames[0].joints or get_layout(layout).num_node,
                     width=frames[0].width, height=frames[0].height)
+        if args.label:
+            meta["label"] = args.label
         fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
         start_seq = read_resume_seq(args.state_file)
         emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta, live=False,

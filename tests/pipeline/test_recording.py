@@ -207,3 +207,28 @@ def test_writer_counts_the_frames_of_batches(tmp_path: Path) -> None:
         writer.write(decoded[4])
         writer.write(FrameBatch.from_frames(decoded[5:]))
         assert writer.frames == 7
+
+
+def test_every_take_gets_a_new_name_and_keeps_its_label(tmp_path: Path) -> None:
+    """A second take of a stream never replaces the first, nor one still being written (its .part)."""
+    labelled = StreamStart("camera0", 100.0, {**META, "label": "wave"})
+    paths = []
+    for _ in range(2):
+        with RecordingWriter(recording_path(tmp_path, "camera0"), labelled) as writer:
+            writer.write(frames(2, stream="camera0")[1])
+        paths.append(writer.path)
+    writing = RecordingWriter(recording_path(tmp_path, "camera0"), labelled)
+    assert recording_path(tmp_path, "camera0") == tmp_path / "camera0-4.skel"  # -3 is being written
+    writing.close()
+    paths.append(writing.path)
+    assert paths == [tmp_path / "camera0.skel", tmp_path / "camera0-2.skel", tmp_path / "camera0-3.skel"]
+    assert all(read_recording(p).start.meta["label"] == "wave" for p in paths)
+
+
+def test_a_file_that_takes_the_name_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    writer = RecordingWriter(recording_path(tmp_path, "clip"), start())
+    (tmp_path / "clip.skel").write_bytes(b"someone else's")
+    assert writer.close() == tmp_path / "clip-2.skel"
+    assert (tmp_path / "clip.skel").read_bytes() == b"someone else's"
+    assert read_recording(tmp_path / "clip-2.skel").end is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip-2.skel", "clip.skel"]
