@@ -35,6 +35,7 @@ from .config import load_config, serving_config
 from .data import build_datasets, make_loader, resolve_workers
 from .evaluation import autocast, evaluate_classification, evaluate_prediction
 from .calibrate import calibrate_open_set
+from .finetune import adopt_architecture, init_from_checkpoint
 from .predictor import present
 
 log = logging.getLogger("stgcn.train")
@@ -202,6 +203,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
         else torch.device(device_name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    cfg = adopt_architecture(cfg)  # train.init_from: the starting checkpoint's network and normalisation
     tcfg = cfg.get("train", {})
     seed = int(tcfg.get("seed", 0))
     _seed_everything(seed + rank)
@@ -212,6 +214,8 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     serve = {**serving_config(cfg, num_class), "persons": int(any_ds.shape[-1])}
     coords = serve["model"]["coords"]
     model = build_model(serve["model"]).to(device)
+    if tcfg.get("init_from"):
+        init_from_checkpoint(model, tcfg["init_from"], serve["class_names"], int(tcfg.get("freeze_blocks", 0)))
     epochs = int(tcfg.get("epochs", 80))
     batch = int(tcfg.get("batch_size", 64))
     workers = resolve_workers(cfg["data"].get("num_workers", "auto"))
@@ -345,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             for split in ("train", "val"):
                 cfg.setdefault("data", {})[split] = {"data": str(d / f"{split}_data.npy"),
                                                      "label": str(d / f"{split}_label.pkl")}
+            if (d / "class_names.txt").is_file():  # the data's own classes, not those of the config's data
+                cfg["class_names"] = str(d / "class_names.txt")
+                cfg.setdefault("model", {}).pop("num_class", None)
         if args.epochs is not None:
             cfg.setdefault("train", {})["epochs"] = args.epochs
         if args.seed is not None:
