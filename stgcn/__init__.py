@@ -1,6 +1,7 @@
 """ST-GCN: graphs, the model, the next-frame predictor, data and training.
 
-Public API: :func:`load_model`, :data:`DEFAULT_WEIGHTS`, :class:`STGCN`, :class:`Graph`.
+Public API: :func:`load_model`, :data:`DEFAULT_WEIGHTS`, :class:`STGCN`, :class:`MultiStream`
+(one ST-GCN per input stream, as the shipped model), :class:`Graph`.
 Names are imported on first use, so light modules (``stgcn.config``, ``stgcn.graph``) load
 without PyTorch: a capture worker that fails on a missing camera says so at once.
 """
@@ -11,7 +12,8 @@ from pathlib import Path
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "real_video.pt"
 
 _EXPORTS = {"CheckpointError": "checkpoint", "build_model": "checkpoint", "load_model": "checkpoint",
-            "save_checkpoint": "checkpoint", "Graph": "graph", "get_layout": "graph", "STGCN": "model"}
+            "save_checkpoint": "checkpoint", "Graph": "graph", "get_layout": "graph", "STGCN": "model",
+            "MultiStream": "streams"}
 
 __all__ = ["DEFAULT_WEIGHTS", *_EXPORTS]
 

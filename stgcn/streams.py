@@ -170,5 +170,8 @@ def select_streams(model: nn.Module, names: Iterable[str] | None) -> nn.Module:
     if not isinstance(model, MultiStream):
         raise ValueError(f"a single-stream (joint) model cannot serve streams {list(names)}")
     sub = model.mapped(lambda net: net, names)
-    sub.config = {**model.config, "model": {**model.config["model"], "streams": list(names)}}
+    model_cfg = {**model.config["model"], "streams": list(names)}
+    if "stream_weights" in model_cfg:
+        model_cfg["stream_weights"] = [float(w) for w in sub.weights]
+    sub.config = {**model.config, "model": model_cfg}
     return sub
