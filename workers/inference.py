@@ -237,9 +237,10 @@ class InferenceWorker:
         self.instruments.new_interval()
 
     def run(self) -> None:
-        log.info("inference worker %s ready: model %s (%s, %d classes, window %d) on %s, stride %d", self.name,
-                 self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
-                 self.engine.num_class, self.rules.window, self.engine.device, self.rules.stride)
+        log.info("inference worker %s ready: model %s (%s, %d classes, window %d, streams %s) on %s, stride %d",
+                 self.name, self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
+                 self.engine.num_class, self.rules.window, "+".join(self.engine.streams), self.engine.device,
+                 self.rules.stride)
         # PUB drops what it publishes before a subscriber is connected: after a restart, give
         # subscribers (which reconnect every 100 ms) time to rejoin before the first results.
         # Frames meanwhile wait in the socket, nothing is lost.

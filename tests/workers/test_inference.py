@@ -235,3 +235,34 @@ def test_serves_a_checkpoint_whose_layout_is_an_alias_or_a_custom_graph(layout, 
     assert stats["bad_frames"] == 0 and stats["frames_in"] == len(frames) > 100, out[-2000:]
     assert len(results) == stats["windows"] >= len(frames) // 10 - 1, "a window every 10 frames, none dropped"
     assert "model openpose" in out  # served under the canonical name
+
+
+def test_serves_the_input_streams_its_settings_choose(tmp_path):
+    """``inference.streams`` runs a subset of the bundled two-stream model; a stream it lacks is one error line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    frames_ep, results_ep = free_endpoint(), free_endpoint()
+    config = tmp_path / "joint.yaml"
+    config.write_text("inference:\n  streams: [joint]\n")
+    worker = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish",
+                               results_ep, "--device", "cpu", "--stride", "30", "--config", str(config)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sub = ResultSubscriber(results_ep)
+    try:
+        replay = subprocess.run([sys.executable, "-m", "workers.replay", str(KINETICS_CLIP), "--connect", frames_ep,
+                                 "--fast", "--stream", "clip"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert replay.returncode == 0, replay.stderr[-2000:]
+        results = collect(sub, "clip")
+    finally:
+        sub.close()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+    assert results and any(r["people"] for r in results)
+    assert "streams joint)" in out, out[-2000:]
+    config.write_text("inference:\n  streams: [bone]\n")
+    bad = subprocess.run([sys.executable, "-m", "workers.inference", "--device", "cpu", "--config", str(config),
+                          "--listen", free_endpoint(), "--publish", free_endpoint()],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "streams ['bone'] are not in this model (it has joint, joint_motion)" in bad.stderr
