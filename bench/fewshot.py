@@ -14,10 +14,13 @@ curve: few-shot accuracy on classes the starting model never saw. The start mode
 project's earlier shipped model (git ece60ff, ``stgcn/weights/utd_mhad_openpose.pt``): UTD-MHAD
 Kinect skeletons projected to OpenPose-18 2D, 27 arm and body gestures, no Penn Action clip.
 Five Penn Action classes unlike any UTD-MHAD action are held out; for k = 1, 5, 10 training clips
-per class (seeded draw from the official training split) custom.yaml's recipe fine-tunes it, and
-the same network is trained from scratch with the same number of steps; both are tested on the
-official test clips of the five classes (the first ``--test-per-class`` of each: a subset, to keep
-it to minutes on a CPU). Top-1 among the five. Prints and writes bench/results/fewshot_cpu.json.
+per class (seeded draw from the official training split) and each seed, three runs of the same
+short budget (``--steps`` optimisation steps): custom.yaml's recipe fine-tuning the start model
+(``fine-tune``), the same with its first 6 blocks fixed (``fine-tune-6-fixed``), and the same
+network from random weights (``scratch``). All are tested on the official test clips of the five
+classes (the first ``--test-per-class`` of each: a subset, to keep it to minutes on a CPU); top-1
+among the five. Prints and writes bench/results/fewshot_cpu.json (runs of a later invocation with
+the same settings are added to it) and the plot docs/fewshot_cpu.png.
 """
 
 from __future__ import annotations
@@ -197,7 +200,8 @@ def curve(work: Path, ks: list[int], modes: list[str], steps: int, test_per_clas
                 rows.append({"k": k, "mode": mode, "seed": seed, **r})
                 print(f"k={k:2d} seed {seed} {mode:13s} top-1 {r['top1']:.3f} ({r['train_s']:.0f} s, "
                       f"{r['steps']} steps)", flush=True)
-    return {"modes": {m: MODES[m] for m in modes}, "start_model": f"git {START_COMMIT}:{START_PATH} (UTD-MHAD Kinect projected to 2D, 27 classes, "
+    return {"modes": {m: MODES[m] for m in modes},
+            "start_model": f"git {START_COMMIT}:{START_PATH} (UTD-MHAD Kinect projected to 2D, 27 classes, "
                            "never saw Penn Action)",
             "held_out": HELD_OUT, "test_clips": len(test), "test_per_class": test_per_class, "steps": steps,
             "rows": rows, "summary": summarise(rows)}

@@ -19,7 +19,6 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from torch import nn
 
 log = logging.getLogger("stgcn.finetune")

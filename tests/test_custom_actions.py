@@ -55,7 +55,8 @@ def test_record_convert_fine_tune_eval_serve(tmp_path):
 
     pipeline("--replay", takes["drink"], "--replay-fast", "--weights", work / "final.pt", "--output",
              tmp_path / "r.jsonl")
-    rows = [r for line in (tmp_path / "r.jsonl").read_text().splitlines() if (r := json.loads(line))["type"] == "result"]
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    rows = [r for line in lines if (r := json.loads(line))["type"] == "result"]
     labels = {p["label"] for r in rows for p in r["people"]}
     assert rows and labels and labels <= {"drink", "greet", "unknown"}
     with open(data / "val_label.pkl", "rb") as f:

@@ -196,7 +196,8 @@ def convert_recordings(src: str | os.PathLike, out: str | os.PathLike, labels_cs
         split_rows = {"train": rows, "val": val_rows}
     else:
         is_val = stratified_split(labels, val_fraction, seed)
-        split_rows = {"train": [r for r, sv in zip(rows, is_val) if not sv], "val": [r for r, sv in zip(rows, is_val) if sv]}
+        split_rows = {"train": [r for r, sv in zip(rows, is_val) if not sv],
+                      "val": [r for r, sv in zip(rows, is_val) if sv]}
     v = get_layout(layout).num_node
     results = {}
     for split, group in split_rows.items():
