@@ -266,6 +266,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     metrics_log = MetricsLog(work_dir, start_epoch) if rank == 0 else None
     train_config = {k: v for k, v in cfg.items()}
     metrics: dict[str, float] = {}
+    run_start = time.time()  # for the ETA of the epochs left
     for epoch in range(start_epoch, epochs):
         loaders = epoch_loaders(datasets, epoch, batch, workers, seed, world, rank)
         net.train()
@@ -319,8 +320,9 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
                     serve_cfg["open_set"] = open_set.to_config()
                     log.info("open set calibrated on the training data: %s", serve_cfg["open_set"])
                 save_checkpoint(work_dir / "final.pt", final, serve_cfg, meta)
-            log.info("epoch %d/%d %s", epoch + 1, epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            left = (time.time() - run_start) / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
+            log.info("epoch %d/%d %s eta %dm%02ds", epoch + 1, epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), left // 60, left % 60)
         if distributed:
             dist.barrier()
     history.update(metrics)

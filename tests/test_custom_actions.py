@@ -59,6 +59,8 @@ def test_record_convert_fine_tune_eval_serve(tmp_path):
     rows = [r for line in lines if (r := json.loads(line))["type"] == "result"]
     labels = {p["label"] for r in rows for p in r["people"]}
     assert rows and labels and labels <= {"drink", "greet", "unknown"}
+    best = [p["top"][0]["label"] for r in rows for p in r["people"]]
+    assert best.count("drink") > len(best) / 2, f"the fine-tuned model's best class for its own take: {best}"
     with open(data / "val_label.pkl", "rb") as f:
         assert pickle.load(f)[1] == [0, 1]
     print(f"whole flow: {time.time() - t0:.0f} s")

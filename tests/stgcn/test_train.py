@@ -112,7 +112,8 @@ def test_predictor_alone_trains_without_labels(utd_subset, tmp_path):
     text = cfg.read_text().replace("task: joint", "task: predict")
     cfg.write_text(text)
     work = tmp_path / "predict"
-    run("-m", "stgcn.train", str(cfg), "--work-dir", str(work), "--device", "cpu")
+    proc = run("-m", "stgcn.train", str(cfg), "--work-dir", str(work), "--device", "cpu")
+    assert "epoch 1/1 " in proc.stderr and " eta 0m00s" in proc.stderr, "each epoch's line ends with the time left"
     row = rows(work)[0]
     assert "val_top1" not in row and float(row["val_mpjpe"]) > 0 and float(row["loss_cls"]) == 0
     assert load_model(work / "best.pt").predictor is not None
