@@ -6,9 +6,9 @@
 ``stgcn.train`` does this at the end of training; this command does it again for an existing
 checkpoint, e.g. with another ``--keep`` or on a user's own training data, or for a subset of a
 multi-stream model's input streams (``--streams``: the checkpoint written serves those only; with
-``--half`` its weights are stored in float16, half the file; how the shipped model is made). The training
-windows are drawn as in training (the config's augmentation), the thresholds are written into
-the checkpoint's ``open_set`` (``--out``, default: in place, atomically).
+``--half`` its weights are stored in float16, half the file; how the shipped model is made). The
+training windows are drawn as in training (the config's augmentation), the thresholds are written
+into the checkpoint's ``open_set`` (``--out``, default: in place, atomically).
 """
 
 from __future__ import annotations

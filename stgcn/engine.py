@@ -5,8 +5,8 @@ live stream is prepared exactly as the training data was. The whole step (normal
 network, softmax, the predicted frame back to raw units) runs on the model's device.
 
 On CUDA the network (each stream's, for a multi-stream model) is :class:`~stgcn.fast.FastSTGCN`
-(BatchNorms folded, joint-major, fp16 weights); on the CPU the original module in float32 (the folded one is no faster there,
-measured 11.6 against 12.1 windows/s on 2 cores). fp16 rather than bf16: the same speed,
+(BatchNorms folded, joint-major, fp16 weights); on the CPU the original module in float32 (the
+folded one is no faster there, measured 11.6 against 12.1 windows/s on 2 cores). fp16 rather than bf16: the same speed,
 and on the shipped model's real test windows a tenth of bf16's logit error (1.2e-3 against
 1.1e-2 at worst).
 On CUDA the step is replayed from CUDA graphs over fixed batch sizes. Other variants (the
