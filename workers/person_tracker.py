@@ -39,14 +39,17 @@ def pose_distance(track_pose: np.ndarray, pose: np.ndarray, min_common: int = 3)
 class PersonTracker:
     """Assigns stable integer ids to the people of consecutive frames.
 
-    A person is matched to a track when their :func:`pose_distance` is at most ``max_cost``;
-    unmatched people open new tracks with fresh ids (never reused) and a track not matched for
-    more than ``max_missed`` consecutive frames is retired.
+    A person is matched to a track when their :func:`pose_distance` is at most ``max_cost``, plus
+    ``gap_growth`` for every frame the track went unseen: a person the estimator lost for a few
+    frames has moved meanwhile (a skateboarder lost for 4-6 frames reappeared 0.69-0.73 body sizes
+    away and used to get a new id each time). Unmatched people open new tracks with fresh ids
+    (never reused) and a track not matched for more than ``max_missed`` consecutive frames is retired.
     """
 
-    def __init__(self, max_cost: float = 0.6, max_missed: int = 15) -> None:
+    def __init__(self, max_cost: float = 0.6, max_missed: int = 15, gap_growth: float = 0.05) -> None:
         self.max_cost = max_cost
         self.max_missed = max_missed
+        self.gap_growth = gap_growth
         self._tracks: list[_Track] = []
         self._next_id = 0
 
@@ -66,7 +69,7 @@ class PersonTracker:
             cost = np.where(np.isfinite(cost), cost, _UNMATCHABLE)
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols):
-                if cost[r, c] <= self.max_cost:
+                if cost[r, c] <= self.max_cost + self.gap_growth * self._tracks[r].missed:
                     track = self._tracks[r]
                     track.pose = np.array(persons[c], dtype=np.float32)
                     track.missed = 0

@@ -215,3 +215,21 @@ def test_legs_only_video_does_not_crash_and_keeps_output_well_formed() -> None:
         assert np.all((pose[~absent, :2] >= 0) & (pose[~absent, :2] <= 1))
         assert np.all(pose[~absent, 2] >= 0.3)
     assert sum(len(r) == 0 for r in results) >= len(results) // 2
+
+
+@pytest.mark.slow
+def test_a_fast_person_lost_for_a_few_frames_keeps_their_id() -> None:
+    """The skateboarder: MediaPipe loses him for 1-7 frames at a time while he moves fast; after
+    the first long gap (frames 5-39, past ``max_missed``) he is one track to the end."""
+    frames = read_frames("skateboarding.mp4", 300)
+    with PoseEstimator(num_poses=NUM_POSES) as estimator:
+        poses = [estimator.estimate(f, ts) for f, ts in frames]
+
+    def later_ids(tracker: PersonTracker) -> list[int]:
+        ids = [tracker.update(people) for people in poses]
+        return [i for frame_ids in ids[40:] for i in frame_ids]
+
+    later = later_ids(PersonTracker())
+    assert len(later) > 200, "he is seen in most frames"
+    assert len(set(later)) == 1, f"one id from frame 40 on, not {sorted(set(later))}"
+    assert len(set(later_ids(PersonTracker(gap_growth=0.0)))) > 1, "a fixed bar splits him (as it used to)"
