@@ -203,19 +203,13 @@ KINETICS_CLIP = ROOT.parent / "shared" / "data" / "skeleton" / "kinetics_skeleto
 EXTRA_EDGES = [(4, 7), (10, 13)]  # wrist to wrist, ankle to ankle: a graph of our own over the OpenPose joints
 
 
-@pytest.mark.parametrize("layout", ["kinetics", {"name": "openpose", "num_node": 18, "center": 1,
-                                                 "edges": [list(e) for e in OPENPOSE_EDGES + tuple(EXTRA_EDGES)]}],
-                         ids=["alias", "custom-graph"])
-def test_serves_a_checkpoint_whose_layout_is_an_alias_or_a_custom_graph(layout, tmp_path):
-    """Frames say "openpose"; the checkpoint names its layout another way: every frame is served."""
-    cfg = {"in_channels": 3, "num_class": 4, "graph_args": {"layout": layout}, "predictor": True, "coords": 2}
-    weights = tmp_path / "w.pt"
-    save_checkpoint(weights, STGCN(**cfg), {"model": cfg, "class_names": list("abcd"),
-                                             "normalisation": {"name": "person_centric"}, "window": 16})
+def serve_kinetics_clip(*worker_args: str) -> tuple[list[dict], dict, str]:
+    """The Kinetics clip replayed (fast) into a real inference worker started with ``worker_args``
+    on the CPU: its results, its final stats and its output."""
     frames_ep, results_ep = free_endpoint(), free_endpoint()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish",
-                               results_ep, "--weights", str(weights), "--device", "cpu", "--stride", "10"],
+                               results_ep, "--device", "cpu", *worker_args],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sub = ResultSubscriber(results_ep)
     try:
@@ -231,6 +225,19 @@ def test_serves_a_checkpoint_whose_layout_is_an_alias_or_a_custom_graph(layout, 
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=30)
+    return results, stats, out
+
+
+@pytest.mark.parametrize("layout", ["kinetics", {"name": "openpose", "num_node": 18, "center": 1,
+                                                 "edges": [list(e) for e in OPENPOSE_EDGES + tuple(EXTRA_EDGES)]}],
+                         ids=["alias", "custom-graph"])
+def test_serves_a_checkpoint_whose_layout_is_an_alias_or_a_custom_graph(layout, tmp_path):
+    """Frames say "openpose"; the checkpoint names its layout another way: every frame is served."""
+    cfg = {"in_channels": 3, "num_class": 4, "graph_args": {"layout": layout}, "predictor": True, "coords": 2}
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, STGCN(**cfg), {"model": cfg, "class_names": list("abcd"),
+                                             "normalisation": {"name": "person_centric"}, "window": 16})
+    results, stats, out = serve_kinetics_clip("--weights", str(weights), "--stride", "10")
     _, frames = load_frames(KINETICS_CLIP)
     assert stats["bad_frames"] == 0 and stats["frames_in"] == len(frames) > 100, out[-2000:]
     assert len(results) == stats["windows"] >= len(frames) // 10 - 1, "a window every 10 frames, none dropped"
@@ -239,30 +246,14 @@ def test_serves_a_checkpoint_whose_layout_is_an_alias_or_a_custom_graph(layout, 
 
 def test_serves_the_input_streams_its_settings_choose(tmp_path):
     """``inference.streams`` runs a subset of the bundled two-stream model; a stream it lacks is one error line."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    frames_ep, results_ep = free_endpoint(), free_endpoint()
     config = tmp_path / "joint.yaml"
     config.write_text("inference:\n  streams: [joint]\n")
-    worker = subprocess.Popen([sys.executable, "-m", "workers.inference", "--listen", frames_ep, "--publish",
-                               results_ep, "--device", "cpu", "--stride", "30", "--config", str(config)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sub = ResultSubscriber(results_ep)
-    try:
-        replay = subprocess.run([sys.executable, "-m", "workers.replay", str(KINETICS_CLIP), "--connect", frames_ep,
-                                 "--fast", "--stream", "clip"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=120)
-        assert replay.returncode == 0, replay.stderr[-2000:]
-        results = collect(sub, "clip")
-    finally:
-        sub.close()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        out, _ = worker.communicate(timeout=30)
+    results, _, out = serve_kinetics_clip("--stride", "30", "--config", str(config))
     assert results and any(r["people"] for r in results)
     assert "streams joint)" in out, out[-2000:]
     config.write_text("inference:\n  streams: [bone]\n")
     bad = subprocess.run([sys.executable, "-m", "workers.inference", "--device", "cpu", "--config", str(config),
-                          "--listen", free_endpoint(), "--publish", free_endpoint()],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          "--listen", free_endpoint(), "--publish", free_endpoint()], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "streams ['bone'] are not in this model (it has joint, joint_motion)" in bad.stderr
