@@ -7,7 +7,7 @@ Modes, each on the same inputs (realistic windows, never zeros):
 
 - ``original_fp32``: the original module, float32 (TF32 off), eager;
 - ``original_bf16``: the original module under bf16 autocast, eager (the reference's fast mode);
-- ``fast``: :class:`stgcn.fast.FastSTGCN` (BN folded, joint-major, fp16 on CUDA), eager;
+- ``fast``: :class:`stgcn.fast.FastSTGCN` per stream (BN folded, joint-major, fp16 on CUDA), eager;
 - ``fast_graph``: the same replayed from a CUDA graph (network only);
 - ``engine``: the whole serving step, host windows in and host results out: copy in from the
   pinned batch buffer, normalisation on the device, network, softmax, next frame back to raw
@@ -39,7 +39,7 @@ from bench.common import RESULTS, machine, write_results
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from stgcn import DEFAULT_WEIGHTS, load_model
 from stgcn.engine import Engine
-from stgcn.fast import FastSTGCN
+from stgcn.fast import fold
 from stgcn.graph import get_layout
 
 
@@ -118,7 +118,7 @@ def graphed(fn: Callable[[], object]) -> Callable[[], None]:
     return graph.replay
 
 
-def accuracy_check(engine: Engine, fast_models: dict[str, FastSTGCN], real: np.ndarray, labels: np.ndarray | None
+def accuracy_check(engine: Engine, fast_models: dict[str, torch.nn.Module], real: np.ndarray, labels: np.ndarray | None
                    ) -> dict[str, float]:
     """Reduced precision against float32 on real windows: logit error, top-1 agreement."""
     out: dict[str, float] = {}
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     for window in windows:
         engine = Engine(args.weights, args.device, persons=2, window=window)
         model = engine.model
-        fast = engine.net if isinstance(engine.net, FastSTGCN) else FastSTGCN(model)
+        fast = engine.net if engine.device.type == "cuda" else fold(model)
         big = raw_windows(max(batches), window, real, rng)
         xb, rb, _, _ = engine.transform.prepare(torch.from_numpy(big).to(device))
         gflop = gflop_per_window(model, xb, rb)
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 float(np.abs(graphed_probs - eager[0].cpu().numpy()).max()),
                 float(np.abs(graphed_next - eager[1].cpu().numpy()).max()) if engine.predicts else 0.0)
         if cuda and window == base_window and real is not None:
-            reduced = {"fp16": FastSTGCN(model, torch.float16), "bf16": FastSTGCN(model, torch.bfloat16)}
+            reduced = {"fp16": fold(model, torch.float16), "bf16": fold(model, torch.bfloat16)}
             metrics.update(accuracy_check(engine, reduced, real, labels))
         if cuda and window == windows[0]:
             profile_engine(engine, big, RESULTS / "inference_cuda_profile.txt")
