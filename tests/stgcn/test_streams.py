@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from stgcn import load_model
-from stgcn.checkpoint import build_model, save_checkpoint
+from stgcn.checkpoint import CheckpointError, build_model, save_checkpoint
 from stgcn.engine import Engine
 from stgcn.graph import get_layout
 from stgcn.streams import MultiStream, bone, motion, parents, select_streams, stream_input
@@ -150,3 +150,14 @@ def test_calibrate_writes_a_half_size_checkpoint_of_fewer_streams(utd_subset, tm
     with torch.no_grad():
         assert torch.allclose(torch.softmax(pair(x), 1), torch.softmax(full(x), 1), atol=2e-3), \
             "float16 storage changes the probabilities by rounding only"
+
+
+def test_a_checkpoint_naming_an_unknown_stream_or_missing_one_is_refused_in_one_line(tmp_path):
+    model, cfg = _model(["joint", "bone"])
+    bad = save_checkpoint(tmp_path / "bad.pt", model, {"model": {**cfg, "streams": ["joint", "bones"]}, "window": 12})
+    with pytest.raises(CheckpointError, match="bad model config .*unknown input stream 'bones'"):
+        load_model(bad)
+    short = save_checkpoint(tmp_path / "short.pt", model, {"model": {**cfg, "streams": ["joint", "bone", "joint_motion"]},
+                                                           "window": 12})
+    with pytest.raises(CheckpointError, match="does not match the model: missing keys .*nets.joint_motion"):
+        load_model(short)
