@@ -157,7 +157,7 @@ def test_a_checkpoint_naming_an_unknown_stream_or_missing_one_is_refused_in_one_
     bad = save_checkpoint(tmp_path / "bad.pt", model, {"model": {**cfg, "streams": ["joint", "bones"]}, "window": 12})
     with pytest.raises(CheckpointError, match="bad model config .*unknown input stream 'bones'"):
         load_model(bad)
-    short = save_checkpoint(tmp_path / "short.pt", model, {"model": {**cfg, "streams": ["joint", "bone", "joint_motion"]},
-                                                           "window": 12})
+    three = {**cfg, "streams": ["joint", "bone", "joint_motion"]}
+    short = save_checkpoint(tmp_path / "short.pt", model, {"model": three, "window": 12})
     with pytest.raises(CheckpointError, match="does not match the model: missing keys .*nets.joint_motion"):
         load_model(short)
