@@ -46,6 +46,7 @@ import numpy as np
 
 from bench.common import RESULTS, ROOT, machine, write_results
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from stgcn.data.dataset import classification_window
 
 log = logging.getLogger("bench.fewshot")
 
@@ -134,15 +135,9 @@ def flow(work: Path, takes: int, val_takes: int, frames: int) -> dict[str, Any]:
 
 
 def centre_windows(x: np.ndarray, indices: list[int], window: int) -> np.ndarray:
-    """The first person's centre ``window`` frames of each clip, raw; a shorter clip ends the
-    window, as in a live stream that started less than a window ago."""
-    out = np.zeros((len(indices), x.shape[1], window, x.shape[3], 1), np.float32)
-    for n, i in enumerate(indices):
-        clip = np.asarray(x[i])[:, :, :, :1]
-        length = int((np.abs(clip).sum(axis=(0, 2, 3)) > 0).sum())
-        seg = clip[:, max(0, length // 2 - window // 2):][:, :min(window, length)]
-        out[n, :, window - seg.shape[1]:] = seg
-    return out
+    """The first person's centre window of each clip, raw, by the training data's rule (a shorter
+    clip ends the window, as in a live stream that started less than a window ago)."""
+    return np.stack([classification_window(np.asarray(x[i])[:, :, :, :1], window) for i in indices])
 
 
 def open_set_rates(weights: Path, x: np.ndarray, y: np.ndarray, names: list[str], known: list[int],

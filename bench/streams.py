@@ -4,13 +4,12 @@
 
 For each choice (the joint stream alone, joint + bone, all the checkpoint's streams) the engine
 (CUDA graphs on the GPU, the float32 module on the CPU) runs batches of one-person windows of the
-checkpoint's length; prints and saves the mean milliseconds per batch and windows per second.
+checkpoint's length; prints and saves the median milliseconds per batch and windows per second.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ import torch
 from stgcn.engine import Engine, pick_device
 
 from .common import machine, write_results
+from .inference import time_device
 
 
 def choices(streams: list[str]) -> list[list[str]]:
@@ -26,18 +26,11 @@ def choices(streams: list[str]) -> list[list[str]]:
     return [c for i, c in enumerate(out) if all(s in streams for s in c) and c not in out[:i]]
 
 
-def time_batches(engine: Engine, batch: int, seconds: float) -> float:
-    """Mean seconds of one batch of ``batch`` real-shaped windows, after a warm-up."""
-    rng = np.random.default_rng(0)
-    windows = rng.uniform(0.3, 0.7, (batch, *engine.sample_shape)).astype(np.float32)
+def real_shaped(engine: Engine, batch: int) -> np.ndarray:
+    """``batch`` raw one-person windows of the engine's shape, every joint present."""
+    windows = np.random.default_rng(0).uniform(0.3, 0.7, (batch, *engine.sample_shape)).astype(np.float32)
     windows[:, -1] = 0.9
-    for _ in range(3):
-        engine(windows)
-    n, t0 = 0, time.perf_counter()
-    while n < 5 or time.perf_counter() - t0 < seconds:
-        engine(windows)
-        n += 1
-    return (time.perf_counter() - t0) / n
+    return windows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="a multi-stream checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measure")
+    parser.add_argument("--repeats", type=int, default=20, help="timed batches per measure (median)")
     parser.add_argument("--out", help="JSON path (default bench/results/streams_{cpu,cuda}.json)")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -63,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             metrics[f"{key}_max_prob_diff_vs_cpu"] = float(np.abs(engine(windows)[0] - reference(windows)[0]).max())
             metrics[f"{key}_cuda_graphs"] = engine.runner is not None
         for batch in args.batches:
-            s = time_batches(engine, batch, args.seconds)
+            windows = real_shaped(engine, batch)
+            s = time_device(lambda: engine(windows), args.repeats) / 1e3
             metrics[f"{key}_b{batch}_ms"] = round(s * 1e3, 3)
             metrics[f"{key}_b{batch}_windows_per_s"] = round(batch / s, 1)
             print(f"{'+'.join(choice):40s} batch {batch:4d}: {s * 1e3:8.2f} ms  {batch / s:9.1f} windows/s")
     payload = {"machine": machine(device, with_torch=True), "weights": args.weights, "streams": streams,
-               "window": engine.window, "what": "mean ms per batch of one-person windows, engine as served",
+               "window": engine.window, "what": "median ms per batch of one-person windows, engine as served",
                "metrics": metrics}
     write_results(f"streams_{device.type}", payload, args.out)
     return 0

@@ -105,14 +105,14 @@ class MultiStream(nn.Module):
         super().__init__()
         self.names = check_streams(nets)
         self.nets = nn.ModuleDict(nets)
-        self.parent, self.coords = list(parent), int(coords)
+        self.coords = int(coords)
         w = torch.tensor(weights if weights is not None else [1.0] * len(self.names), dtype=torch.float32)
         if w.shape != (len(self.names),) or bool((w < 0).any()) or float(w.sum()) <= 0:
             raise ValueError(f"stream weights {weights}: one non-negative weight per stream, not all zero")
         self.register_buffer("weights", w / w.sum(), persistent=False)
         # on the model's device: a list index would be copied from the host on every call (and
         # cannot be inside a CUDA graph)
-        self.register_buffer("parent_index", torch.tensor(self.parent, dtype=torch.long), persistent=False)
+        self.register_buffer("parent_index", torch.tensor(list(parent), dtype=torch.long), persistent=False)
 
     @property
     def first(self) -> nn.Module:
@@ -157,7 +157,7 @@ class MultiStream(nn.Module):
         if missing:
             raise ValueError(f"streams {missing} are not in this model (it has {', '.join(self.names)})")
         w = [float(self.weights[self.names.index(n)]) for n in names]
-        out = MultiStream({n: fn(self.nets[n]) for n in names}, self.parent, self.coords, w)
+        out = MultiStream({n: fn(self.nets[n]) for n in names}, self.parent_index.tolist(), self.coords, w)
         return out.to(self.weights.device).train(self.training)
 
 

@@ -69,7 +69,7 @@ def test_multistream_fuses_the_streams_mean_probability_and_trains_each_on_its_o
     assert model(x).shape == (4, 2, 5)
     model.eval()
     with torch.no_grad():
-        each = [torch.softmax(model.nets[n](stream_input(x, n, model.parent, 2)), 1) for n in model.names]
+        each = [torch.softmax(model.nets[n](stream_input(x, n, model.parent_index, 2)), 1) for n in model.names]
         expected = (2 * each[0] + 2 * each[1] + each[2] + each[3]) / 6
         fused, nxt = model(x, x[:, :, -2:])
     assert torch.allclose(torch.softmax(fused, 1), expected, atol=1e-6)
