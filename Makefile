@@ -1,5 +1,6 @@
 # Set-up and the two everyday commands. `make demo` runs the pipeline on the bundled sample
-# video; `make test` runs the whole test suite. Both create the virtualenv on first use.
+# video; `make test` runs the whole test suite. Both create the virtualenv on first use; `make test`
+# adds Ray (requirements-cluster.txt) for the --cluster tests.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +19,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: venv
 	$(BIN)/python run_pipeline.py --output demo_results.jsonl
 
-test: venv
+$(VENV)/.cluster: requirements-cluster.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -q -r requirements-cluster.txt
+	touch $@
+
+test: venv $(VENV)/.cluster
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -6,6 +6,7 @@
     python run_pipeline.py --replay recording.skel --replay clip.json
     python run_pipeline.py --camera 0 --camera 1 --inference-workers 2 --devices cuda:0,cuda:1
     python run_pipeline.py --camera 0 --record rec/ --label wave   # one labelled take: rec/wave/camera0[-N].skel
+    python run_pipeline.py --cluster auto --camera host-a:0 --replay clip.json   # workers as Ray actors
 
 Each source and the inference worker run as their own processes, wired over ZeroMQ on
 loopback; this process supervises them (a crashed worker is reported and restarted, a
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.cli import USER_ERROR, setup_logging
+from pipeline.cli import SUPERVISOR_ENV, USER_ERROR, setup_logging
 from pipeline.endpoints import free_endpoints, split_list
 
 ROOT = Path(__file__).resolve().parent
@@ -54,10 +55,13 @@ class Worker:
     stream: str | None = None
     started_at: float = 0.0
     restart_times: list[float] = field(default_factory=list)
+    pinned: str | None = None  # a source: the inference worker its stream goes to
+    resends: bool = False  # a replay: restarted, it sends its stream again (workers/replay.py)
 
     def start(self) -> None:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep packages found there
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
+        env = {**os.environ, "PYTHONPATH": path, SUPERVISOR_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env)
         self.started_at = time.time()
 
 
@@ -120,7 +124,8 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
                 argv.append("--show")
         if args.label:
             argv += ["--label", args.label]
-        workers.append(Worker(f"{kind} {value}", argv + common, stream=stream))
+        workers.append(Worker(f"{kind} {value}", argv + common, stream=stream, pinned=workers[index % n].name,
+                              resends=kind == "replay"))
     return workers
 
 
@@ -149,6 +154,9 @@ class Supervisor:
                 log.error("%s stopped with an error (see above); not restarted", w.name)
             elif self.stopping:
                 w.done = True
+            elif w.stream is not None and w.stream in self.sink.ended:
+                w.done = True  # killed after its stream's end was through: nothing left to send
+                log.warning("%s crashed (exit %s) after its stream ended; not restarted", w.name, code)
             else:
                 recent = [t for t in w.restart_times if time.time() - t < 60]
                 if len(recent) >= self.restart_limit:
@@ -158,7 +166,27 @@ class Supervisor:
                 log.warning("%s crashed (exit %s); restarting", w.name, code)
                 w.restart_times.append(time.time())
                 w.restarts += 1
-                w.start()
+                if w.stream is None:
+                    self.restart_inference(w)
+                else:
+                    w.start()
+
+    def restart_inference(self, worker: Worker) -> None:
+        """Restart a crashed inference worker. Its replays send their streams again from the
+        first frame (stopped before it binds, so that no old frame reaches it first): it rebuilds
+        their windows as they were, and the sink drops those it already has, so none is lost or
+        written twice. A replay whose stream has ended in the sink is left alone."""
+        again = [s for s in self.sources() if s.pinned == worker.name and s.resends and not s.failed
+                 and s.stream not in self.sink.ended]
+        for source in again:
+            if source.proc is not None and source.proc.poll() is None:
+                source.proc.kill()
+                source.proc.wait()
+        worker.start()
+        for source in again:
+            log.info("%s sends its stream again to the restarted %s", source.name, worker.name)
+            source.done = False
+            source.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping = True
@@ -186,47 +214,55 @@ class Supervisor:
 
         for sig in (signal.SIGINT, signal.SIGTERM):  # before any worker exists: none is left behind
             signal.signal(sig, on_signal)
-        for w in self.workers:
-            w.start()
-        last_result = time.time()
-        while not interrupted:
-            record = self.sink.sub.recv(timeout_ms=100)
-            if record is not None:
-                self.sink.handle(record)
-                last_result = time.time()
-                continue
-            self.check()
-            srcs = self.sources()
-            if all(w.done for w in srcs):
-                if any(w.failed for w in srcs) and all(w.failed for w in srcs):
-                    break
-                expected = {w.stream for w in srcs if not w.failed}
-                if expected <= self.sink.ended or time.time() - last_result > drain_idle_s:
-                    break
-            if any(w.failed for w in self.workers if w.stream is None):
-                break  # an inference worker gave up: the streams pinned to it cannot finish
-        self.stop()
-        self.sink.close()
+        last_result = last_check = time.time()
+        try:
+            for w in self.workers:
+                w.start()
+            while not interrupted:
+                record = self.sink.sub.recv(timeout_ms=100)
+                if record is not None:
+                    self.sink.handle(record)
+                    last_result = time.time()
+                    if last_result - last_check < 0.1:
+                        continue  # a steady flow of results does not hold up the restarts
+                last_check = time.time()
+                self.check()
+                srcs = self.sources()
+                if all(w.done for w in srcs):
+                    if any(w.failed for w in srcs) and all(w.failed for w in srcs):
+                        break
+                    expected = {w.stream for w in srcs if not w.failed}
+                    if expected <= self.sink.ended or time.time() - last_result > drain_idle_s:
+                        break
+                if any(w.failed for w in self.workers if w.stream is None):
+                    break  # an inference worker gave up: the streams pinned to it cannot finish
+        finally:
+            self.stop()
+            self.sink.close()
         failed = [w.name for w in self.workers if w.failed]
         summary = ", ".join(f"{s}: {n} results" for s, n in sorted(self.sink.counts.items())) or "no results"
         print(f"pipeline finished: {summary}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
         if interrupted:
             return 130
-        return USER_ERROR if failed else 0
+        if failed:
+            return USER_ERROR
+        return 1 if self.sink.write_failed else 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[2:8]))
-    p.add_argument("--camera", type=int, action="append", default=[], help="camera index (repeatable)")
+                                epilog="\n".join(__doc__.split("\n")[2:9]))
+    p.add_argument("--camera", type=_camera, action="append", default=[],
+                   help="camera index (repeatable); with --cluster HOST:INDEX, a camera of that host")
     p.add_argument("--video", action="append", default=[], help="video file (repeatable)")
     p.add_argument("--replay", action="append", default=[], help=".skel recording, Kinetics JSON or npy (repeatable)")
     p.add_argument("--replay-fast", action="store_true", help="replay as fast as the pipeline takes frames")
     p.add_argument("--config", help="pipeline YAML (default configs/pipeline.yaml)")
     p.add_argument("--weights", help="checkpoint (default: the bundled model)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device (default auto)")
-    p.add_argument("--inference-workers", type=int, default=1, metavar="N",
-                   help="inference workers (e.g. one per GPU); source i is pinned to worker i mod N (default 1)")
+    p.add_argument("--inference-workers", type=int, metavar="N",
+                   help="inference workers (e.g. one per GPU); source i is pinned to worker i mod N "
+                   "(default 1; with --cluster one per GPU of the cluster)")
     p.add_argument("--devices", metavar="LIST",
                    help="comma-separated device per inference worker, cycled, e.g. cuda:0,cuda:1 (overrides --device)")
     p.add_argument("--stride", type=int, help="classify every N frames of each stream")
@@ -242,8 +278,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fixed frames endpoint (default: a free loopback port); N workers: N comma-separated")
     p.add_argument("--results-endpoint",
                    help="fixed results endpoint, e.g. for outside subscribers; N workers: N comma-separated")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run every worker as an actor of the Ray cluster at ADDRESS (auto, ray://HOST:PORT, "
+                   "HOST:PORT, or local); sources may name their host (HOST:INDEX, HOST:PATH); docs/cluster.md")
     p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
     return p.parse_args(argv)
+
+
+def _camera(value: str) -> int | str:
+    """A camera index, or ``HOST:INDEX`` (a camera of that host, with --cluster)."""
+    if value.isdigit():
+        return int(value)
+    host, _, index = value.rpartition(":")
+    if host and index.isdigit():
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: a camera is an index (0, 1, ...) or HOST:INDEX")
 
 
 def record_folder(args: argparse.Namespace) -> Path | None:
@@ -287,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --save-video {args.save_video}: cannot write {repr(suffix) if suffix else 'no extension'} "
               "videos; use .mp4 or .avi", file=sys.stderr)
         return USER_ERROR
+    hosted = [c for c in args.camera if isinstance(c, str)]
+    if hosted and not args.cluster:
+        print(f"error: --camera {hosted[0]} names a host: that needs --cluster", file=sys.stderr)
+        return USER_ERROR
     for path in args.video + args.replay:
-        if not Path(path).is_file():
+        if not Path(path).is_file() and not args.cluster:  # with --cluster a file may be on another node
             print(f"error: {path}: no such file", file=sys.stderr)
             return USER_ERROR
     try:
@@ -298,10 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR
-    n = args.inference_workers
-    if n < 1:
+    if args.inference_workers is not None and args.inference_workers < 1:
         print("error: --inference-workers must be at least 1", file=sys.stderr)
         return USER_ERROR
+    if args.cluster:
+        from pipeline.cluster import run_cluster
+
+        return run_cluster(args, record_dir, build_workers)
+    n = args.inference_workers or 1
     fixed_frames, fixed_results = split_list(args.frames_endpoint), split_list(args.results_endpoint)
     for flag, eps in (("--frames-endpoint", fixed_frames), ("--results-endpoint", fixed_results)):
         if eps and len(eps) != n:
@@ -311,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     frames_eps, results_eps = fixed_frames or free[:n], fixed_results or free[n:]
     with tempfile.TemporaryDirectory(prefix="stgcn-pipeline-") as state_dir:
         try:
-            sink = ResultSink(results_eps, args.output, args.quiet, print_every=args.print_every)
+            sink = ResultSink(results_eps, args.output, args.quiet, print_every=args.print_every, reuse_ids=False)
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return USER_ERROR

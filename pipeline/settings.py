@@ -75,10 +75,22 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``run_pipeline.py --cluster``: how workers are placed and restarted as Ray actors."""
+
+    max_restarts: int
+    source_share: float
+    inference_cpus: float
+    start_timeout_s: float
+    move_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Settings:
     endpoints: Endpoints
     capture: CaptureSettings
     inference: InferenceSettings
+    cluster: ClusterSettings
 
 
 def merge(base: dict, override: dict) -> dict:
