@@ -99,8 +99,10 @@ def connect(address: str) -> str:
         kwargs["include_dashboard"] = False
     try:
         ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ClusterError(f"--cluster {address}: {str(exc).splitlines()[0]}") from None
+    except ImportError as exc:  # ray:// without the client package
+        raise ClusterError(f"--cluster {address}: {exc} (ray:// needs pip install 'ray[client]')") from None
+    except Exception as exc:  # Ray's own errors for an address it cannot use: one line, not its traceback
+        raise ClusterError(f"--cluster {address}: {(str(exc) or type(exc).__name__).splitlines()[0]}") from None
     return ray.get_runtime_context().get_node_id()
 
 
