@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class Member:
     ip: str | None = None
     endpoints: dict | None = None
     gpus: str | None = None
+    former: set = field(default_factory=set)  # nodes it ran on before a move
     pending: Any = None  # the wait call in flight
     probe: Any = None  # an info call after a death: returns once Ray has restarted the actor
     probe_since: float = 0.0
@@ -214,6 +215,8 @@ class ClusterRun:
             member.pending = member.handle.wait.remote(WAIT_S)
 
     def _learn(self, member: Member, info: dict) -> None:
+        if member.node is not None and member.node != info["node"]:
+            member.former.add(member.node)
         member.node, member.ip = info["node"], info["ip"]
         member.endpoints, member.gpus = info["endpoints"], info["gpus"]
 
@@ -297,30 +300,33 @@ class ClusterRun:
         """One line for each node lost that ran workers of this run; its sources stop."""
         import ray
 
+        lost = []
         for node in ray.nodes():
             nid, alive = node["NodeID"], node["Alive"]
             was = self.alive.get(nid)
             self.alive[nid] = alive
-            if alive or not was or nid in self.lost_nodes:
-                continue
-            self.lost_nodes.add(nid)
-            ours = [m for m in self.members if m.node == nid]
-            if not ours:
-                continue
-            parts = []
-            stopped = [m for m in ours if m.role == "source" and not m.done]
-            for m in stopped:
+            if not alive and was and nid not in self.lost_nodes:
+                self.lost_nodes.add(nid)
+                lost.append(node)
+        stopped = {}
+        for node in lost:  # every lost node's sources first: they follow no moving worker
+            stopped[node["NodeID"]] = [m for m in self.members if m.node == node["NodeID"] and m.role == "source"
+                                       and not m.done]
+            for m in stopped[node["NodeID"]]:
                 m.done = m.failed = True
                 ray.kill(m.handle, no_restart=True)
-            if stopped:
-                parts.append(f"streams {', '.join(m.stream for m in stopped)} stop (their sources are there)")
-            for m in ours:
-                if m.role == "inference":
+        for node in lost:
+            nid = node["NodeID"]
+            parts = [f"streams {', '.join(m.stream for m in stopped[nid])} stop (their sources are there)"] \
+                if stopped[nid] else []
+            for m in self.members:
+                if m.role == "inference" and (m.node == nid or nid in m.former):
                     streams = [s.stream for s in self.members if s.role == "source" and s.index == m.index
                                and not s.done]
                     parts.append(f"{m.name} moves to another node with room (its streams "
                                  f"{', '.join(streams) or 'none'} follow it)")
-            log.error("node %s (%s) lost: %s", nid[:8], node.get("NodeManagerAddress", "?"), "; ".join(parts))
+            if parts:
+                log.error("node %s (%s) lost: %s", nid[:8], node.get("NodeManagerAddress", "?"), "; ".join(parts))
 
     # ---- the run -----------------------------------------------------------------------
     def run(self, sink, drain_idle_s: float = 30.0) -> int:
