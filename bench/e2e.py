@@ -214,6 +214,8 @@ def start_worker(frames_ep: str, results_ep: str, device: str, name: str, args: 
             "--device", device, "--stride", str(args.stride), "--config", str(config), "--name", name]
     if args.weights:
         argv += ["--weights", args.weights]
+    if args.form:
+        argv += ["--form", args.form]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep carried packages
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     if args.threads:
@@ -510,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--devices", help="comma-separated device per inference worker (overrides --device)")
     p.add_argument("--inference-workers", type=int, default=1, help="inference workers; stream g goes to g mod W")
     p.add_argument("--weights", help="checkpoint (default: the bundled model)")
+    p.add_argument("--form", choices=("window", "continual"), help="the model's serving form (default: the config's)")
     p.add_argument("--max-batch", type=int, help="override the config's max_batch")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the inference worker (default: PyTorch's)")
     p.add_argument("--streams-per-sender", type=int, default=64, help="streams per sender process")

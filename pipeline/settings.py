@@ -34,6 +34,21 @@ class PerDevice:
 
 
 @dataclass(frozen=True)
+class FormPerDevice:
+    """Which form of the model serves, per device type: ``window`` (the whole window for every
+    result) or ``continual`` (per-person state, only the new frames: :mod:`stgcn.continual`)."""
+
+    cuda: str
+    cpu: str
+
+    def on(self, device_type: str) -> str:
+        form = self.cuda if device_type == "cuda" else self.cpu
+        if form not in ("window", "continual"):
+            raise ValueError(f"setting inference.form.{device_type} must be window or continual, not {form!r}")
+        return form
+
+
+@dataclass(frozen=True)
 class CurvePaths:
     """CURVE certificate paths (``python -m pipeline.keys`` makes them); None: not set."""
 
@@ -61,6 +76,7 @@ class CaptureSettings:
 class InferenceSettings:
     weights: str | None
     device: str
+    form: FormPerDevice
     stride: PerDevice
     min_frames: int
     buffer_frames: int
@@ -121,6 +137,8 @@ def _build(cls: type, data: Any, where: str, base_dir: Path) -> Any:
     """``cls`` from a mapping, every field present and of its type."""
     if cls is PerDevice and isinstance(data, int) and not isinstance(data, bool):
         return PerDevice(data, data)  # one value for every device
+    if cls is FormPerDevice and isinstance(data, str):
+        return FormPerDevice(data, data)
     if not isinstance(data, dict):
         raise ValueError(f"setting {where or 'file'} must be a mapping")
     hints = typing.get_type_hints(cls)

@@ -108,6 +108,14 @@ class Engine:
             log.warning("CUDA graph capture failed, running eagerly: %s", str(exc).splitlines()[0])
 
     @property
+    def mode(self) -> str:
+        """``window``: each result from its whole window (``continual``: :mod:`stgcn.continual_engine`)."""
+        return "window"
+
+    def release(self, stream: str) -> None:
+        """A stream ended; a window engine keeps nothing of it."""
+
+    @property
     def sample_shape(self) -> tuple[int, int, int, int]:
         return (self.channels, self.window, self.joints, self.persons)
 

@@ -29,8 +29,8 @@ from .config import load_config, serving_config
 from .data import available_cpus, build_datasets, load_class_names, make_loader
 from .engine import pick_device
 from .streams import select_streams
-from .evaluation import (ClassMap, accuracy_by_source, evaluate_classification, evaluate_prediction, load_synonyms,
-                         map_classes)
+from .evaluation import (ClassMap, accuracy_by_source, evaluate_classification, evaluate_continual, evaluate_prediction,
+                         load_synonyms, map_classes)
 
 log = logging.getLogger("stgcn.eval")
 
@@ -138,8 +138,15 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {"weights": str(args.weights)}
     correct = np.zeros(len(val), bool)
     cls_loader = make_loader(val, args.batch_size, shuffle=False, workers=args.workers)
-    metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], progress=True,
-                                           correct=correct))
+    metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], amp=args.amp,
+                                           progress=True, correct=correct))
+    if args.continual:
+        hits = {mode: np.zeros(len(val), bool) for mode in ("live", "clip")}
+        metrics["continual"] = evaluate_continual(model, cls_loader, device,
+                                                  int(model.config.get("window") or serve["window"]), hits, True)
+        for mode, m in metrics["continual"].items():
+            if sources is not None:
+                m["per_dataset"] = accuracy_by_source(hits[mode], sources)
     if model.predictor is not None and "val_next" in datasets:
         nxt = make_loader(datasets["val_next"], args.batch_size, shuffle=False, workers=args.workers)
         metrics.update(evaluate_prediction(model, nxt, device, serve["model"]["coords"], progress=True))
@@ -157,6 +164,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         metrics["per_dataset"] = accuracy_by_source(correct, sources)
         print("per dataset: " + ", ".join(f"{k} {100 * v['top1']:.2f} % ({v['samples']})"
                                           for k, v in metrics["per_dataset"].items()))
+    for mode, m in metrics.get("continual", {}).items():
+        per = "".join(f", {k} {100 * v['top1']:.2f} %" for k, v in m.get("per_dataset", {}).items())
+        print(f"continual ({mode}): top-1 {100 * m['top1']:.2f} %{per}; {100 * m['answered']:.1f} % answered "
+              f"(delay {m['delay_frames']} frames)")
     if "mpjpe" in metrics:
         print(f"next-frame MPJPE {metrics['mpjpe']:.5f}  zero-velocity {metrics['mpjpe_zero_velocity']:.5f}  "
               f"constant-velocity {metrics['mpjpe_constant_velocity']:.5f}  "
@@ -164,8 +175,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     print("weakest classes: " + weakest_classes(metrics["confusion"], names))
     png = args.confusion or (str(Path(args.json).with_suffix(".png")) if args.json else None)
     if png:
-        save_confusion_png(metrics["confusion"], names, Path(png), f"top-1 {100 * metrics['top1']:.1f} %")
-        print(f"confusion matrix: {png}")
+        try:
+            save_confusion_png(metrics["confusion"], names, Path(png), f"top-1 {100 * metrics['top1']:.1f} %")
+            print(f"confusion matrix: {png}")
+        except ImportError:  # matplotlib comes with mediapipe; a training-only install may lack it
+            log.warning("no confusion-matrix PNG: matplotlib is not installed")
     if args.json:
         Path(args.json).write_text(json.dumps({**metrics, "class_names": names}, indent=1))
     return 0
@@ -182,9 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                              "default: configs/classes/synonyms.yaml)")
     parser.add_argument("--streams", nargs="+", metavar="STREAM",
                         help="evaluate a multi-stream model through these input streams only (default: all)")
+    parser.add_argument("--continual", action="store_true",
+                        help="also evaluate the continual (frame-by-frame) form, each clip stepped from its first "
+                             "frame: live (answered at its last frame) and clip (its end padded, as the regular model)")
     parser.add_argument("--json", help="write the metrics to this JSON file")
     parser.add_argument("--confusion", help="confusion-matrix PNG path (default: next to --json)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="float32 on CUDA too (default: bf16 autocast there; the continual form runs float32)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=available_cpus(),
                         help="DataLoader workers (default: the CPUs available, %(default)s here)")

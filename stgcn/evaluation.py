@@ -90,6 +90,42 @@ def evaluate_prediction(model: torch.nn.Module, loader: DataLoader, device: torc
     return out
 
 
+def clip_starts(x: torch.Tensor) -> torch.Tensor:
+    """Each window's first non-zero frame (a short clip is right-aligned, zeros before it, as a
+    live stream's window; :func:`stgcn.data.dataset.classification_window`)."""
+    nonzero = x.abs().amax(dim=(1, 3, 4)) > 0  # (N, T)
+    return torch.where(nonzero.any(dim=1), nonzero.int().argmax(dim=1), x.shape[2] - 1)
+
+
+@torch.no_grad()
+def evaluate_continual(model: torch.nn.Module, loader: DataLoader, device: torch.device, window: int,
+                       correct: dict[str, np.ndarray] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Top-1 of the continual form of ``model`` (:mod:`stgcn.continual`) as the continual engine
+    serves it: the first person of each sample alone (the model's other person slots empty),
+    stepped frame by frame from the clip's first frame (not the zeros before a short one).
+    ``live`` answers at the clip's last frame without the right padding, as a live stream is
+    answered (a clip shorter than the delay has no answer yet, an error); ``clip`` flushes the
+    right padding first (the answer at a clip's known end). ``correct`` (per mode, a bool array
+    over the dataset) receives each sample's hit."""
+    from .continual import Continual
+
+    co = Continual(model.eval(), window)
+    hits, answered, total = {"live": 0, "clip": 0}, {"live": 0, "clip": 0}, 0
+    for batch in tqdm(loader, desc="eval-continual", leave=False, disable=not progress):
+        x, label = batch["x"].to(device, non_blocking=True)[..., :1], batch["label"].to(device)
+        out = co.clip(x, clip_starts(x), empty_slots=batch["x"].shape[-1] - 1)
+        for mode, key in (("live", "live"), ("clip", "flushed")):
+            scores, ready = out[key]
+            ok = (scores.argmax(dim=1) == label) & ready
+            if correct is not None:
+                correct[mode][np.asarray(batch["index"])] = ok.cpu().numpy()
+            hits[mode] += int(ok.sum())
+            answered[mode] += int(ready.sum())
+        total += len(label)
+    return {mode: {"top1": hits[mode] / max(total, 1), "answered": answered[mode] / max(total, 1),
+                   "samples": total, "delay_frames": co.delay} for mode in hits}
+
+
 # --------------------------------------------------------------------------- classes by name
 
 def normalise_name(name: str) -> str:

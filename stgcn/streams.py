@@ -63,7 +63,7 @@ def bone(x: torch.Tensor, parent: list[int] | torch.Tensor, coords: int) -> torc
 def motion(x: torch.Tensor, coords: int) -> torch.Tensor:
     """Backward frame differences of ``(N, C, T, V, M)``; the first frame's are zero."""
     d = _pairwise(x[:, :, 1:], x[:, :, :-1], coords)
-    return torch.cat([torch.zeros_like(d[:, :, :1]), d], dim=2)
+    return torch.cat([torch.zeros_like(x[:, :, :1]), d], dim=2)
 
 
 def stream_input(x: torch.Tensor, name: str, parent: list[int] | torch.Tensor, coords: int) -> torch.Tensor:
@@ -77,6 +77,12 @@ def stream_input(x: torch.Tensor, name: str, parent: list[int] | torch.Tensor, c
     if name == "bone_motion":
         return motion(bone(x, parent, coords), coords)
     raise ValueError(f"unknown input stream {name!r}; streams are {', '.join(STREAMS)}")
+
+
+def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Streams' logits ``(S, N, K)`` -> the log of their ``weights``-averaged probabilities."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.log(torch.einsum("s,snk->nk", weights, probs).clamp_min(1e-12))
 
 
 def check_streams(names: Iterable[str]) -> list[str]:
@@ -145,8 +151,7 @@ class MultiStream(nn.Module):
         stacked = torch.stack(logits)
         if self.training:
             return stacked
-        probs = torch.softmax(stacked.float(), dim=-1)
-        fused = torch.log(torch.einsum("s,snk->nk", self.weights, probs).clamp_min(1e-12))
+        fused = fuse(stacked, self.weights)
         return fused if recent is None else (fused, pred)
 
     def mapped(self, fn: Callable[[nn.Module], nn.Module], names: Iterable[str] | None = None) -> "MultiStream":

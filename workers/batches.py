@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.results import Result, batch_results
 from pipeline.scheduler import Job
+from stgcn.continual_engine import RowKey
 from stgcn.open_set import motion
 
 
@@ -45,7 +46,12 @@ class BatchInFlight:
                        out=batch[..., 0])
         batch[..., 1:] = 0
         moving = None if self.engine.open_set is None else motion(batch)
-        self._batch = (jobs, people, t0, self.engine.submit(batch), moving)
+        if self.engine.mode == "continual":  # it keeps each person's state: say whose each row is
+            keys = [RowKey(job.stream, int(m), job.tracks[m], job.seq) for job, ms in zip(jobs, slots) for m in ms]
+            pending = self.engine.submit(batch, keys)
+        else:
+            pending = self.engine.submit(batch)
+        self._batch = (jobs, people, t0, pending, moving)
 
     def finish(self) -> tuple[list[Result], bool]:
         """Wait for the batch in flight, if any: its results and whether the model ran."""

@@ -1,0 +1,291 @@
+"""Continual ST-GCN (CoST-GCN, Hedegaard et al. 2022): the same network, one frame at a time.
+
+A regular ST-GCN recomputes its whole window for every result although the window moved by a
+frame. Its only temporal operations are the 9x1 temporal convolutions (zero-padded by 4, some
+with stride 2) and the global average pool, so each block can instead keep the last 8 inputs
+of its temporal convolution and the last 4 inputs of its residual, and compute one output per
+new frame (every 2nd or 4th frame after a stride), centred 4 of its input steps in the past;
+the pool becomes a running mean over the last ``window / 4`` outputs. The graph convolutions,
+BatchNorms and weights are the regular model's own modules (no copy, no new parameters).
+
+- With zero state (a new person) and, at the end, 4 zero "padding" steps through each block
+  (:meth:`ContinualSTGCN.flush`), the output equals the regular model's on the same frames:
+  the zero state is the left padding, the flush is the right padding.
+- Without the flush (live) each result sees the recent frames with a delay of
+  :attr:`ContinualSTGCN.delay` input frames at the last block: the price of never recomputing.
+
+State lives in tensors with one row per *slot* (a person of a stream), so a batch of any rows
+steps together, each row at its own phase of the strides. The continual-inference library
+(``continual``) implements these layers too, but keeps one state per module for the whole batch,
+stepping in lockstep; serving needs rows that join, leave and step at their own times.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import STGCN, STGCNBlock
+from .streams import MultiStream, fuse, stream_input
+
+PAD = 4  # each temporal convolution's zero padding (kernel 9): its delay in input steps
+
+
+def pooled_length(window: int, strides: list[int]) -> int:
+    """Temporal length of the last block's output for ``window`` input frames."""
+    for s in strides:
+        window = (window - 1) // s + 1
+    return window
+
+
+class ContinualSTGCN(nn.Module):
+    """One :class:`~stgcn.model.STGCN` (eval mode) stepped frame by frame, ``slots`` rows of state.
+
+    :meth:`step` takes one normalised frame per row; :meth:`logits` reads the running pool of
+    a row (``None`` rows have no output yet); :meth:`flush` pads a clip's end like the regular
+    model does; :meth:`reset` empties rows (a new person).
+    """
+
+    def __init__(self, net: STGCN, window: int, slots: int = 8) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.blocks: list[STGCNBlock] = list(net.st_gcn_networks)
+        self.strides = [int(b.tcn[2].stride[0]) for b in self.blocks]
+        kernels = {int(b.tcn[2].kernel_size[0]) for b in self.blocks}
+        if kernels != {2 * PAD + 1}:
+            raise ValueError(f"continual ST-GCN expects 9x1 temporal convolutions, found kernels {kernels}")
+        self.window = int(window)
+        self.pool_len = pooled_length(self.window, self.strides)
+        self.slots = 0
+        self._empty: torch.Tensor | None = None  # the logits of an empty person slot (computed once)
+        self._grow(slots)
+
+    def _grow(self, slots: int) -> None:
+        """(Re)allocate state for ``slots`` rows, keeping the rows there are."""
+        p = next(self.net.parameters())
+        v = self.net.A.shape[-1]
+
+        def zeros(*shape: int, dtype: torch.dtype = p.dtype) -> torch.Tensor:
+            return torch.zeros(slots, *shape, dtype=dtype, device=p.device)
+
+        old = self.__dict__.get("_state")
+        state = {
+            "tcn": [zeros(b.tcn[2].in_channels, 2 * PAD, v) for b in self.blocks],
+            "res": [zeros(b.gcn.conv.in_channels, PAD, v) if b.residual is not None else None for b in self.blocks],
+            "seen": [zeros(dtype=torch.long) for _ in self.blocks],  # inputs each block has taken
+            "pool": zeros(self.pool_len, self.blocks[-1].tcn[2].out_channels),
+            "outputs": zeros(dtype=torch.long),  # outputs of the last block so far
+            "feat": zeros(self.blocks[-1].tcn[2].out_channels, v),  # the newest one (predictor input)
+        }
+        if old is not None:
+            n = self.slots
+            for key, new in state.items():
+                olds = old[key] if isinstance(new, list) else [old[key]]
+                for a, b in zip(new if isinstance(new, list) else [new], olds):
+                    if a is not None:
+                        a[:n] = b
+        self._state, self.slots = state, slots
+
+    def ensure(self, slots: int) -> None:
+        """Room for at least ``slots`` rows (state doubles as needed)."""
+        if slots > self.slots:
+            self._grow(max(slots, 2 * self.slots))
+
+    def reset(self, rows: torch.Tensor) -> None:
+        """Empty the state of ``rows`` (a person who starts now)."""
+        for key, value in self._state.items():
+            for t in value if isinstance(value, list) else [value]:
+                if t is not None:
+                    t[rows] = 0
+
+    @property
+    def delay(self) -> int:
+        """Input frames between a new frame and the centre of the newest last-block output."""
+        delay, rate = 0, 1
+        for s in self.strides:
+            delay += PAD * rate
+            rate *= s
+        return delay
+
+    def _block(self, b: int, x: torch.Tensor | None, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``b`` takes one input per row (``x`` ``(R, C, 1, V)``; ``None``: a padding step);
+        returns the outputs and the rows that produced one (after a stride, not every row)."""
+        block, st = self.blocks[b], self._state
+        tcn_in = st["tcn"][b][rows]
+        if x is None:
+            g = tcn_in.new_zeros(tcn_in.shape[:2] + (1, tcn_in.shape[-1]))
+        else:
+            g = block.tcn[1](block.tcn[0](block.gcn(x, self.net.A * self.net.edge_importance[b])))
+        win = torch.cat([tcn_in, g], dim=2)  # (R, C, 9, V): the convolution's receptive field
+        st["tcn"][b][rows] = win[:, :, 1:]
+        res = None
+        if st["res"][b] is not None:
+            res_in = st["res"][b][rows]
+            res = torch.cat([res_in, torch.zeros_like(res_in[:, :, :1]) if x is None else x], dim=2)
+            st["res"][b][rows] = res[:, :, 1:]
+        seen = st["seen"][b][rows]
+        st["seen"][b][rows] = seen + 1
+        ready = (seen >= PAD) & ((seen - PAD) % self.strides[b] == 0)
+        if not bool(ready.any()):
+            return win[:0, :, :1], rows[:0]
+        if not bool(ready.all()):
+            win, rows = win[ready], rows[ready]
+            res = None if res is None else res[ready]
+        conv = block.tcn[2]
+        y = block.tcn[3](F.conv2d(win, conv.weight, conv.bias))
+        if res is not None:
+            y = y + block.residual(res[:, :, :1])  # the input at the output's centre
+        return block.relu(y), rows
+
+    def _run(self, first: int, x: torch.Tensor | None, rows: torch.Tensor) -> None:
+        for b in range(first, len(self.blocks)):
+            if not len(rows):
+                return
+            x, rows = self._block(b, x, rows)
+        if len(rows):
+            st = self._state
+            n = st["outputs"][rows]
+            st["pool"][rows, n % self.pool_len] = x.mean(dim=(2, 3))
+            st["outputs"][rows] = n + 1
+            st["feat"][rows] = x[:, :, 0]
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, rows: torch.Tensor) -> None:
+        """One normalised frame ``(R, C, V)`` (one person each) into ``rows``."""
+        r, c, v = x.shape
+        h = self.net.data_bn(x.permute(0, 2, 1).reshape(r, v * c)).view(r, v, c).permute(0, 2, 1)
+        self._run(0, h.unsqueeze(2).contiguous(), rows)
+
+    @torch.no_grad()
+    def flush(self, rows: torch.Tensor) -> None:
+        """End the clip of ``rows``: 4 zero steps through each block, as the regular model's right
+        padding; afterwards :meth:`logits` equal the regular model's on the frames stepped."""
+        for b in range(len(self.blocks)):
+            for _ in range(PAD):
+                out, done = self._block(b, None, rows)
+                self._run(b + 1, out, done)  # after the last block: into the pool
+
+    def ready(self, rows: torch.Tensor) -> torch.Tensor:
+        """Which rows have a result (their last block produced at least one output)."""
+        return self._state["outputs"][rows] > 0
+
+    @torch.no_grad()
+    def logits(self, rows: torch.Tensor, empty_slots: int = 0) -> torch.Tensor:
+        """Class scores ``(R, K)`` from each row's last ``window / 4`` outputs (zeros: no output yet).
+
+        ``empty_slots``: how many empty person slots the regular model would average with this
+        person (it pools over all its slots; an empty one reads an all-zero window), so that
+        one person in a model trained with several slots scores as in the regular model.
+        """
+        st = self._state
+        n = st["outputs"][rows].clamp(max=self.pool_len, min=1).to(st["pool"].dtype)
+        pooled = st["pool"][rows].sum(dim=1) / n[:, None]
+        out = self.net.fcn(pooled[:, :, None, None]).flatten(1)
+        if empty_slots:
+            if self._empty is None:
+                p = next(self.net.parameters())
+                c, v = self.net.data_bn.num_features // self.net.A.shape[-1], self.net.A.shape[-1]
+                self._empty = self.net(torch.zeros(1, c, self.window, v, 1, dtype=p.dtype, device=p.device))
+            out = (out + empty_slots * self._empty) / (1 + empty_slots)
+        return out
+
+    @torch.no_grad()
+    def next_frame(self, rows: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
+        """The predictor head on each row's newest last-block output and its last two frames."""
+        if self.net.predictor is None:
+            raise RuntimeError("this model has no next-frame predictor head")
+        return self.net.predictor(self._state["feat"][rows], recent)
+
+
+class Continual(nn.Module):
+    """A regular model (one ST-GCN or a :class:`~stgcn.streams.MultiStream`) in continual form.
+
+    Takes normalised frames as the regular model takes normalised windows; each input stream's
+    view of the newest frame is computed from it and the frame before, by the same
+    :func:`~stgcn.streams.stream_input`, and the streams' scores are fused as in the regular model.
+    """
+
+    def __init__(self, model: STGCN | MultiStream, window: int, slots: int = 8) -> None:
+        super().__init__()
+        self.model = model.eval()
+        multi = isinstance(model, MultiStream)
+        self.names = model.names if multi else ["joint"]
+        nets = [model.nets[n] for n in self.names] if multi else [model]
+        self.nets = nn.ModuleList(ContinualSTGCN(net, window, slots) for net in nets)
+        self.parent = model.parent_index if multi else None
+        self.coords = model.coords if multi else None
+
+    @property
+    def first(self) -> ContinualSTGCN:
+        return self.nets[0]
+
+    @property
+    def delay(self) -> int:
+        return self.first.delay
+
+    def ensure(self, slots: int) -> None:
+        for net in self.nets:
+            net.ensure(slots)
+
+    def reset(self, rows: torch.Tensor) -> None:
+        for net in self.nets:
+            net.reset(rows)
+
+    @torch.no_grad()
+    def step(self, frames: torch.Tensor, rows: torch.Tensor) -> None:
+        """The newest normalised frame and the one before, ``(R, C, 2, V)``, into ``rows``: the
+        frame before as the regular window holds it (zeros before a person's first frame); only
+        a window's first frame, ``(R, C, 1, V)``, has no frame before (its motion is zero)."""
+        for name, net in zip(self.names, self.nets):
+            x = frames if name == "joint" else stream_input(frames[..., None], name, self.parent, self.coords)[..., 0]
+            net.step(x[:, :, -1], rows)
+
+    @torch.no_grad()
+    def flush(self, rows: torch.Tensor) -> None:
+        for net in self.nets:
+            net.flush(rows)
+
+    def ready(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.first.ready(rows)
+
+    @torch.no_grad()
+    def logits(self, rows: torch.Tensor, empty_slots: int = 0) -> torch.Tensor:
+        """As the regular model's eval output: one network's logits, or the fused log-probabilities;
+        ``empty_slots`` as in :meth:`ContinualSTGCN.logits`."""
+        if len(self.nets) == 1:
+            return self.first.logits(rows, empty_slots)
+        return fuse(torch.stack([net.logits(rows, empty_slots) for net in self.nets]), self.model.weights)
+
+    @torch.no_grad()
+    def next_frame(self, rows: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
+        return self.first.next_frame(rows, recent)
+
+    @torch.no_grad()
+    def clip(self, x: torch.Tensor, starts: torch.Tensor | None = None, empty_slots: int = 0
+             ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised windows ``(N, C, T, V, M)`` stepped frame by frame (rows 0..N*M-1, reset
+        first; persons averaged as in the regular model), each from its frame ``starts`` (default
+        0: all of it). Returns the scores ``(N, K)`` and whether each window has an answer,
+        ``live`` (at the last frame, as a live stream is answered) and ``flushed`` (the right
+        padding added: with all frames stepped, the regular model's scores on the same windows).
+        ``empty_slots``: person slots of the regular model left empty besides the M given."""
+        n, c, t, v, m = x.shape
+        rows = torch.arange(n * m, device=x.device)
+        self.ensure(n * m)
+        self.reset(rows)
+        frames = x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)
+        first = (torch.zeros(n, dtype=torch.long) if starts is None else starts.cpu()).repeat_interleave(m)
+        first = first.to(x.device)
+        for i in range(t):
+            active = rows[first <= i]
+            if len(active):
+                self.step(frames[active, :, max(0, i - 1):i + 1], active)
+        out = {}
+        for key in ("live", "flushed"):
+            if key == "flushed":
+                self.flush(rows)
+            per_stream = torch.stack([net.logits(rows, empty_slots).view(n, m, -1).mean(dim=1) for net in self.nets])
+            scores = per_stream[0] if len(self.nets) == 1 else fuse(per_stream, self.model.weights)
+            out[key] = (scores, self.ready(rows).view(n, m).any(dim=1))
+        return out

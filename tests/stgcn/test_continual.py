@@ -1,0 +1,94 @@
+"""The continual form of ST-GCN: frame by frame, exact where the formulation is (zero state as the
+left padding, the flush as the right), each state row at its own phase of the strides."""
+
+import pytest
+import torch
+
+from stgcn.checkpoint import build_model
+from stgcn.continual import Continual
+from stgcn.model import STGCN
+
+
+def _randomise_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so a misplaced norm or offset cannot pass unnoticed."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def _clips(n: int, t: int, m: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 3, t, 18, m, generator=g)
+    x[:, 2] = torch.rand(n, t, 18, m, generator=g) + 0.1  # a confidence channel
+    x[:, 2, :, 14:] = 0  # joints never seen
+    if n > 1 and m > 1:
+        x[1, :, :, :, 1] = 0  # an empty person slot
+    return x
+
+
+@pytest.mark.parametrize("t", [40, 5])
+def test_stepped_and_flushed_clips_equal_the_regular_model(t):
+    torch.manual_seed(0)
+    net = _randomise_norms(STGCN(3, 10))
+    x = _clips(3, t)
+    scores, answered = Continual(net, window=t).clip(x)["flushed"]
+    assert torch.allclose(scores, net(x), atol=1e-4, rtol=1e-4)
+    assert answered.all()
+
+
+def test_one_person_scores_as_in_a_window_whose_other_slot_is_empty():
+    torch.manual_seed(0)
+    net = _randomise_norms(STGCN(3, 10))
+    x = _clips(2, 50)
+    x[..., 1] = 0
+    scores, _ = Continual(net, window=50).clip(x[..., :1], empty_slots=1)["flushed"]
+    assert torch.allclose(scores, net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_multi_stream_model_steps_each_view_and_fuses_as_the_regular_one():
+    torch.manual_seed(0)
+    model = _randomise_norms(build_model({"in_channels": 3, "num_class": 7, "coords": 2,
+                                          "graph_args": {"layout": "openpose", "strategy": "spatial"},
+                                          "streams": ["joint", "bone", "joint_motion", "bone_motion"],
+                                          "stream_weights": [1, 2, 1, 1]}))
+    x = _clips(2, 40)
+    scores, _ = Continual(model, window=40).clip(x)["flushed"]
+    assert torch.allclose(scores, model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_rows_at_different_phases_step_in_one_batch():
+    torch.manual_seed(0)
+    net = _randomise_norms(STGCN(3, 10))  # the joint stream reads the newest of the two frames only
+    x = _clips(2, 90, m=1)[..., 0]  # (N, C, T, V)
+    x = torch.cat([torch.zeros_like(x[:, :, :1]), x], dim=2)  # a frame before the first: two frames a step
+    alone = []
+    for i in range(2):
+        co = Continual(net, window=96, slots=1)
+        for t in range(90):
+            co.step(x[i:i + 1, :, t:t + 2], torch.tensor([0]))
+        alone.append(co.logits(torch.tensor([0])))
+    co = Continual(net, window=96, slots=2)
+    starts = (0, 3)  # row 1 starts 3 frames later: its strides fall on other steps
+    for t in range(93):
+        rows = [r for r in (0, 1) if 0 <= t - starts[r] < 90]
+        frames = torch.cat([x[r:r + 1, :, t - starts[r]:t - starts[r] + 2] for r in rows])
+        co.step(frames, torch.tensor(rows))
+    assert torch.allclose(co.logits(torch.tensor([0, 1])), torch.cat(alone), atol=1e-4)
+
+
+def test_a_live_row_answers_once_its_last_block_has_an_output_and_reset_forgets_it():
+    torch.manual_seed(0)
+    net = _randomise_norms(STGCN(3, 10))
+    co = Continual(net, window=96, slots=1)
+    rows = torch.tensor([0])
+    x = _clips(1, co.delay + 1, m=1)[..., 0]
+    for t in range(co.delay):
+        co.step(x[:, :, max(0, t - 1):t + 1], rows)
+    assert not co.ready(rows).any(), "no output before the delay"
+    co.step(x[:, :, -2:], rows)
+    assert co.ready(rows).all()
+    co.reset(rows)
+    assert not co.ready(rows).any()
