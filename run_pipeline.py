@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.cli import USER_ERROR, setup_logging
+from pipeline.cli import SUPERVISOR_ENV, USER_ERROR, setup_logging
 from pipeline.endpoints import free_endpoints, split_list
 
 ROOT = Path(__file__).resolve().parent
@@ -55,10 +55,13 @@ class Worker:
     stream: str | None = None
     started_at: float = 0.0
     restart_times: list[float] = field(default_factory=list)
+    pinned: str | None = None  # a source: the inference worker its stream goes to
+    resends: bool = False  # a replay: restarted, it sends its stream again (workers/replay.py)
 
     def start(self) -> None:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep packages found there
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
+        env = {**os.environ, "PYTHONPATH": path, SUPERVISOR_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env)
         self.started_at = time.time()
 
 
@@ -121,7 +124,8 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
                 argv.append("--show")
         if args.label:
             argv += ["--label", args.label]
-        workers.append(Worker(f"{kind} {value}", argv + common, stream=stream))
+        workers.append(Worker(f"{kind} {value}", argv + common, stream=stream, pinned=workers[index % n].name,
+                              resends=kind == "replay"))
     return workers
 
 
@@ -150,6 +154,9 @@ class Supervisor:
                 log.error("%s stopped with an error (see above); not restarted", w.name)
             elif self.stopping:
                 w.done = True
+            elif w.stream is not None and w.stream in self.sink.ended:
+                w.done = True  # killed after its stream's end was through: nothing left to send
+                log.warning("%s crashed (exit %s) after its stream ended; not restarted", w.name, code)
             else:
                 recent = [t for t in w.restart_times if time.time() - t < 60]
                 if len(recent) >= self.restart_limit:
@@ -159,7 +166,27 @@ class Supervisor:
                 log.warning("%s crashed (exit %s); restarting", w.name, code)
                 w.restart_times.append(time.time())
                 w.restarts += 1
-                w.start()
+                if w.stream is None:
+                    self.restart_inference(w)
+                else:
+                    w.start()
+
+    def restart_inference(self, worker: Worker) -> None:
+        """Restart a crashed inference worker. Its replays send their streams again from the
+        first frame (stopped before it binds, so that no old frame reaches it first): it rebuilds
+        their windows as they were, and the sink drops those it already has, so none is lost or
+        written twice. A replay whose stream has ended in the sink is left alone."""
+        again = [s for s in self.sources() if s.pinned == worker.name and s.resends and not s.failed
+                 and s.stream not in self.sink.ended]
+        for source in again:
+            if source.proc is not None and source.proc.poll() is None:
+                source.proc.kill()
+                source.proc.wait()
+        worker.start()
+        for source in again:
+            log.info("%s sends its stream again to the restarted %s", source.name, worker.name)
+            source.done = False
+            source.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping = True
@@ -187,33 +214,39 @@ class Supervisor:
 
         for sig in (signal.SIGINT, signal.SIGTERM):  # before any worker exists: none is left behind
             signal.signal(sig, on_signal)
-        for w in self.workers:
-            w.start()
-        last_result = time.time()
-        while not interrupted:
-            record = self.sink.sub.recv(timeout_ms=100)
-            if record is not None:
-                self.sink.handle(record)
-                last_result = time.time()
-                continue
-            self.check()
-            srcs = self.sources()
-            if all(w.done for w in srcs):
-                if any(w.failed for w in srcs) and all(w.failed for w in srcs):
-                    break
-                expected = {w.stream for w in srcs if not w.failed}
-                if expected <= self.sink.ended or time.time() - last_result > drain_idle_s:
-                    break
-            if any(w.failed for w in self.workers if w.stream is None):
-                break  # an inference worker gave up: the streams pinned to it cannot finish
-        self.stop()
-        self.sink.close()
+        last_result = last_check = time.time()
+        try:
+            for w in self.workers:
+                w.start()
+            while not interrupted:
+                record = self.sink.sub.recv(timeout_ms=100)
+                if record is not None:
+                    self.sink.handle(record)
+                    last_result = time.time()
+                    if last_result - last_check < 0.1:
+                        continue  # a steady flow of results does not hold up the restarts
+                last_check = time.time()
+                self.check()
+                srcs = self.sources()
+                if all(w.done for w in srcs):
+                    if any(w.failed for w in srcs) and all(w.failed for w in srcs):
+                        break
+                    expected = {w.stream for w in srcs if not w.failed}
+                    if expected <= self.sink.ended or time.time() - last_result > drain_idle_s:
+                        break
+                if any(w.failed for w in self.workers if w.stream is None):
+                    break  # an inference worker gave up: the streams pinned to it cannot finish
+        finally:
+            self.stop()
+            self.sink.close()
         failed = [w.name for w in self.workers if w.failed]
         summary = ", ".join(f"{s}: {n} results" for s, n in sorted(self.sink.counts.items())) or "no results"
         print(f"pipeline finished: {summary}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
         if interrupted:
             return 130
-        return USER_ERROR if failed else 0
+        if failed:
+            return USER_ERROR
+        return 1 if self.sink.write_failed else 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -280,17 +313,19 @@ def report_takes(folder: Path, before: set[Path], streams: list[str]) -> bool:
     from pipeline.recording import read_recording
 
     new = sorted(set(folder.glob("*.skel")) - before)
-    for path in new:
+    cut = sorted(set(folder.glob("*.skel.part")) - {p.with_name(p.name + ".part") for p in before})
+    for path in new + cut:
         try:
             frames = len(read_recording(path).frames)
         except ValueError as exc:
             frames = f"unreadable: {exc}"
-        print(f"recorded {path} ({frames} frames)", flush=True)
-    lost = [s for s in streams if not any(p.stem == s or p.stem.startswith(f"{s}-") for p in new)]
+        note = "; cut short: the inference worker could not write more, see its log" if path in cut else ""
+        print(f"recorded {path} ({frames} frames{note})", flush=True)
+    lost = [s for s in streams if not any(p.name.split(".")[0] == s or p.name.startswith(f"{s}-") for p in new + cut)]
     for stream in lost:
         print(f"error: stream {stream}: no recording was written to {folder} (see the inference worker's log)",
               file=sys.stderr)
-    return not lost
+    return not lost and not cut
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     frames_eps, results_eps = fixed_frames or free[:n], fixed_results or free[n:]
     with tempfile.TemporaryDirectory(prefix="stgcn-pipeline-") as state_dir:
         try:
-            sink = ResultSink(results_eps, args.output, args.quiet, print_every=args.print_every)
+            sink = ResultSink(results_eps, args.output, args.quiet, print_every=args.print_every, reuse_ids=False)
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return USER_ERROR

@@ -13,6 +13,7 @@ import sys
 from typing import Callable
 
 USER_ERROR = 2  # exit status for bad input; supervisors do not restart a worker that exits with it
+SUPERVISOR_ENV = "STGCN_SUPERVISOR_PID"  # set by run_pipeline.py for its workers: they stop when it dies
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -142,6 +142,15 @@ class RecordingWriter:
         self.write(StreamEnd(self.stream, time.time() if t is None else t, reason))
         return self.path
 
+    def abandon(self) -> None:
+        """Stop after a write failed (a full disk): close the file as it is. The ``.part`` file
+        stays, readable like the file of a crashed run (its cut last record is ignored)."""
+        self.closed = True
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered tail cannot go either
+
     def _check_start(self, msg: Message) -> None:
         if not isinstance(msg, StreamStart):
             raise ValueError(f"{self.path}: the first message must be a start message, got {type(msg).__name__}")

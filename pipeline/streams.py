@@ -94,6 +94,33 @@ class StreamState:
         except (OSError, ValueError) as exc:
             log.error("cannot record stream %s: %s", start.stream, exc)
 
+    def record(self, data: bytes) -> None:
+        """Append a message to the stream's recording; a write the disk refuses (full) stops the
+        recording with one error line, and the stream goes on unrecorded."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.write(data)
+        except OSError as exc:
+            self._recording_failed(exc)
+
+    def stop_recording(self, reason: str) -> None:
+        """End the recording (its end message, then the final name)."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.close(reason)
+        except OSError as exc:
+            self._recording_failed(exc)
+        self.recorder = None
+
+    def _recording_failed(self, exc: OSError) -> None:
+        rec, self.recorder = self.recorder, None
+        assert rec is not None
+        rec.abandon()
+        log.error("stream %s: recording stopped (%s); %s keeps what was written before, readable as a recording",
+                  rec.stream or rec.path.stem, exc.strerror or exc, rec.part_path)
+
     def add_frame(self, msg: Frame, t_recv: float) -> int:
         """Slot and append one frame; the time steps written (0: stale). ValueError: dropped."""
         frame = self.slots.assign(msg.persons, joints=self.joints)

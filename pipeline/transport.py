@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -443,7 +444,9 @@ class ResultPublisher:
     """PUB socket for the records of :mod:`pipeline.results`: multipart ``[topic, msgpack(record)]``,
     topic = stream id (statistics: ``STATS_TOPIC``).
 
-    PUB never blocks: a subscriber that falls ``sndhwm`` messages behind loses messages.
+    PUB never blocks: a subscriber that falls ``sndhwm`` messages behind loses messages. Each
+    record carries ``pub`` (this publisher's random id) and ``n`` (its number within its topic),
+    so that a subscriber counts what it lost (:attr:`ResultSubscriber.missed`).
     """
 
     def __init__(self, endpoint: str, *, sndhwm: int = 1000, max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
@@ -451,6 +454,8 @@ class ResultPublisher:
                  context: zmq.Context | None = None) -> None:
         self.max_msg_size = max_msg_size
         self.sent = 0
+        self.id = os.urandom(4).hex()
+        self._numbers: dict[str, int] = {}
         self._sock = _new_socket(zmq.PUB, context, max_msg_size, linger_ms)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         try:
@@ -467,7 +472,8 @@ class ResultPublisher:
         """Publish ``payload`` (numpy values become lists/scalars) under ``topic``."""
         if not (is_valid_stream_id(topic) or topic == STATS_TOPIC):
             raise ValueError(f"topic {topic!r} is not a valid stream id")
-        body = msgpack.packb(payload, use_bin_type=True, default=_to_builtin)
+        n = self._numbers[topic] = self._numbers.get(topic, -1) + 1
+        body = msgpack.packb({**payload, "pub": self.id, "n": n}, use_bin_type=True, default=_to_builtin)
         if len(body) > self.max_msg_size:
             raise ValueError(f"result of {len(body)} bytes exceeds max_msg_size {self.max_msg_size}")
         try:
@@ -494,17 +500,23 @@ class ResultSubscriber:
     results endpoint (scale-out, each stream pinned to one of them) and merges them.
     ZeroMQ subscriptions match prefixes, so topics are also compared exactly here
     (subscribing ``cam1`` does not deliver ``cam10``). Malformed messages and invalid
-    records are counted in :attr:`bad` and skipped.
+    records are counted in :attr:`bad` and skipped; records the publisher dropped because this
+    subscriber fell behind are counted in :attr:`missed` (gaps in their numbers).
     """
 
     def __init__(self, endpoint: str | Sequence[str], streams: Iterable[str] | None = None, *, rcvhwm: int = 1000,
-                 max_msg_size: int = DEFAULT_MAX_MSG_SIZE, linger_ms: int = 0,
+                 max_msg_size: int = DEFAULT_MAX_MSG_SIZE, linger_ms: int = 0, rcvbuf: int | None = None,
                  server_public: bytes | None = None, client_keys: CurveKeyPair | None = None,
                  context: zmq.Context | None = None) -> None:
         self.streams = None if streams is None else frozenset(streams)
         self.bad = 0
+        self.missed = 0
+        self.missed_by_topic: dict[str, int] = {}
+        self._last: dict[tuple[str, str], int] = {}
         self._sock = _new_socket(zmq.SUB, context, max_msg_size, linger_ms)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if rcvbuf is not None:
+            self._sock.setsockopt(zmq.RCVBUF, rcvbuf)
         for topic in [""] if self.streams is None else sorted(self.streams):
             self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         try:
@@ -531,7 +543,8 @@ class ResultSubscriber:
             if len(parts) != 2:
                 raise ValueError(f"{len(parts)} parts")
             topic = parts[0].decode()
-            record = decode_record(msgpack.unpackb(parts[1], raw=False))
+            obj = msgpack.unpackb(parts[1], raw=False)
+            record = decode_record(obj)
             if topic != record_topic(record):
                 raise ResultDecodeError(f"topic {topic[:40]!r} does not match the record")
         except Exception as exc:  # anything malformed from the network is skipped
@@ -541,7 +554,21 @@ class ResultSubscriber:
             return None
         if self.streams is not None and topic not in self.streams:
             return None
+        self._count(obj.get("pub"), topic, obj.get("n"))
         return record
+
+    def _count(self, pub: Any, topic: str, n: Any) -> None:
+        """Gaps in a publisher's numbers of a topic: records it dropped for this subscriber."""
+        if not isinstance(pub, str) or not isinstance(n, int) or isinstance(n, bool):
+            return
+        last = self._last.get((pub, topic))
+        self._last[(pub, topic)] = n
+        if last is not None and n > last + 1:
+            before, self.missed = self.missed, self.missed + n - last - 1
+            self.missed_by_topic[topic] = self.missed_by_topic.get(topic, 0) + n - last - 1
+            if before == 0 or self.missed // 1000 > before // 1000:
+                log.warning("result records missed: this subscriber fell behind its publisher (%d so far)",
+                            self.missed)
 
     def close(self) -> None:
         """Close the socket."""

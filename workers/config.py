@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.cli import SUPERVISOR_ENV
 from pipeline.settings import DEFAULT_CONFIG, ROOT, Settings
 from pipeline.transport import CurveKeyPair, allowed_keys_from_dir, is_loopback_endpoint, load_keypair, load_public_key
 
@@ -91,8 +94,25 @@ def client_curve(args: argparse.Namespace, settings: Settings) -> dict:
 
 
 def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
-    """An event set by SIGINT or SIGTERM, so a worker's loop can finish cleanly."""
+    """An event set by SIGINT or SIGTERM, so a worker's loop can finish cleanly. A worker of
+    ``run_pipeline.py`` also gets SIGTERM when the supervisor dies (even by SIGKILL), so none
+    is left behind."""
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    die_with_supervisor()
     return stop
+
+
+def die_with_supervisor() -> None:
+    """SIGTERM to this process when its supervisor (``SUPERVISOR_ENV``) exits (Linux: prctl
+    PR_SET_PDEATHSIG); at once when it is already gone."""
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != parent:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -11,6 +11,11 @@ used to give up after 20 s and exit 0: the tail of a stream whose consumer was f
 was lost without a word.)
 It also repeats its start message every ``START_RESEND_S`` seconds, so that a restarted
 inference worker learns the stream's metadata (a file, not a live source) instead of guessing.
+
+The state file holds the highest sequence number any run of the stream sent (it never goes
+down, also while a restarted replay sends its frames again) and stays after a lossless end:
+a replay restarted after the supervisor lost track of its frames (see ``workers/replay.py``)
+sends them again at full speed up to there.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ def read_resume_seq(state_file: str | Path | None) -> int | None:
         return None
 
 
+def write_resume_seq(state_file: str | Path, seq: int) -> None:
+    """Record ``seq`` as the last frame sent, atomically (a kill leaves the old or the new file)."""
+    path = Path(state_file)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"seq": int(seq)}))
+    os.replace(tmp, path)
+
+
 class StreamEmitter:
     """Sends a stream's messages; ``frame()`` returns False once the worker must stop.
 
@@ -65,6 +78,9 @@ class StreamEmitter:
                                   server_public=server_public, client_keys=client_keys)
         self.sent = 0
         self._next_start = 0.0
+        self.last_seq = -1
+        self._high = read_resume_seq(self.state_file)
+        self._high = -1 if self._high is None else self._high
 
     def start(self) -> None:
         self.sender.send_control(StreamStart(self.stream, time.time(), self.meta))
@@ -82,11 +98,10 @@ class StreamEmitter:
             return False
         batch = isinstance(frame, FrameBatch)
         self.sent += len(frame) if batch else 1
-        seq = int(frame.seq[-1]) if batch else frame.seq
-        if self.state_file is not None and (batch or seq % 10 == 0):
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seq": seq}))
-            os.replace(tmp, self.state_file)
+        seq = self.last_seq = int(frame.seq[-1]) if batch else frame.seq
+        if self.state_file is not None and seq > self._high and (batch or seq % 10 == 0):
+            self._high = seq
+            write_resume_seq(self.state_file, seq)
         return not self.stop.is_set()
 
     def end(self, reason: str) -> None:
@@ -104,8 +119,10 @@ class StreamEmitter:
                 self._deliver()
             else:
                 self._close(DEFAULT_LINGER_MS)
-        if self.state_file is not None:
+        if self.state_file is not None and not lossless:
             self.state_file.unlink(missing_ok=True)
+        elif self.state_file is not None and self.last_seq > self._high:
+            write_resume_seq(self.state_file, self.last_seq)
         log.info("stream %s: %d frames sent, %d dropped, %d waited for the socket (%s)", self.stream, self.sent,
                  self.sender.dropped, self.sender.deferred, reason)
 

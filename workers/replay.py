@@ -8,6 +8,14 @@ track ids; their capture time is the time they are sent, so latencies mean what 
 Frames go one per message while the replay keeps its pace; a fast replay, or one that fell
 behind, sends every frame that is due in batch messages of up to ``--batch`` frames, which
 the inference worker ingests many times faster (bench/transport.py).
+
+Restarted with the same ``--state-file`` (the supervisor restarts a killed replay, and every
+replay pinned to an inference worker it restarts), a replay sends its stream again from the
+first frame: at full speed up to the last frame any earlier run sent, then at its pace. An
+inference worker that still holds the stream drops the frames it has (stale), so it gets exactly
+those that died with the killed sender's queue; a restarted one rebuilds the stream's ring
+buffer and window clock as they were, so every window falls where it did (the results sink drops
+the windows it already has, see ``workers/sinks.py``).
 """
 
 from __future__ import annotations
@@ -99,20 +107,24 @@ def load_frames(path: str | Path, index: int = 0, npy_offset: float = 0.0
 
 
 def due_groups(frames: list[Frame], fps: float | None, start_seq: int = -1,
-               max_frames: int = DEFAULT_BATCH) -> Iterator[list[Frame]]:
+               max_frames: int = DEFAULT_BATCH, fast_through: int = -1) -> Iterator[list[Frame]]:
     """The frames after ``start_seq`` in groups of those due: at ``fps``, each frame when its
     time comes (several at once only after falling behind); without ``fps``, ``max_frames``
-    at a time."""
+    at a time. Frames up to ``fast_through`` (sent before by an earlier run) are all due at once;
+    the pace starts after them."""
     todo = [f for f in frames if f.seq > start_seq]
+    fast = sum(1 for f in todo if f.seq <= fast_through)
+    for i in range(0, fast, max_frames):
+        yield todo[i:min(fast, i + max_frames)]
     t0 = time.monotonic()
-    i = 0
+    i = fast
     while i < len(todo):
         j = min(len(todo), i + max_frames)
         if fps:
-            delay = t0 + i / fps - time.monotonic()
+            delay = t0 + (i - fast) / fps - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            j = min(j, max(i + 1, int((time.monotonic() - t0) * fps) + 1))
+            j = min(j, max(i + 1, fast + int((time.monotonic() - t0) * fps) + 1))
         yield todo[i:j]
         i = j
 
@@ -130,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0, help="sample of an npy dataset")
     parser.add_argument("--npy-offset", type=float, default=0.0,
                         help="added to x, y of npy data (0.5 undoes the Kinetics minus-0.5 preprocessing)")
-    parser.add_argument("--state-file", help="resume file: a restarted replay continues after its last frame")
+    parser.add_argument("--state-file", help="resume file: a restarted replay sends its frames again, at full "
+                        "speed up to the last one sent, then at its pace")
     parser.add_argument("--label", help="the action the take shows, in the stream's metadata (replaces a recorded one)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"most frames per message when fast or behind (1..{MAX_BATCH_FRAMES}; 1: one per message; "
@@ -153,14 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.label:
             meta["label"] = args.label
         fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
-        start_seq = read_resume_seq(args.state_file)
+        sent_before = read_resume_seq(args.state_file)
         emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta, live=False,
                                 stop=stop, state_file=args.state_file, **curve)
         log.info("replaying %s as stream %s to %s: %d frames at %s", args.path, stream, emitter.endpoint,
                  len(frames), f"{fps:g} fps" if fps else "full speed")
         emitter.start()
         reason = "eof"
-        for group in due_groups(frames, fps, -1 if start_seq is None else start_seq, args.batch):
+        if sent_before is not None:
+            log.info("stream %s: restarted; frames up to %d go again at full speed (the inference worker "
+                     "drops those it has, a restarted one rebuilds the stream's windows)", stream, sent_before)
+        for group in due_groups(frames, fps, -1, args.batch, -1 if sent_before is None else sent_before):
             now = time.time()
             group = [replace(frame, stream=stream, t_capture=now) for frame in group]
             if not all(emitter.frame(msg) for msg in (group if len(group) == 1 else batch_frames(group, args.batch))):

@@ -4,7 +4,15 @@
 
 Subscribes to the inference worker's results. With ``--expect N`` it exits once N streams
 have ended; otherwise it runs until SIGINT/SIGTERM. Every JSON line is written whole and
-flushed, so a stopped sink leaves a file that ends at a record boundary.
+flushed, so a stopped sink leaves a file that ends at a record boundary; when the disk fills,
+one error line says so, the file is cut back to its last whole line and the sink goes on
+without it (the run's exit status says the output is incomplete).
+
+A stream's results arrive in increasing ``seq``: a result at or before the stream's last one is
+a window classified again after a restart (a restarted inference worker rebuilds a replayed
+stream from its first frame, see ``workers/replay.py``) and is dropped, counted, with the events
+that follow it. A sink that falls behind loses records at the publisher (ZeroMQ PUB); the gaps
+in each publisher's per-stream record numbers count them, and the sink reports the count.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -45,11 +54,19 @@ class ResultSink:
 
     def __init__(self, endpoint: str | Sequence[str], output: str | Path | None = None, quiet: bool = False,
                  expect: int | None = None, print_every: int = 1, server_public: bytes | None = None,
-                 client_keys: CurveKeyPair | None = None) -> None:
+                 client_keys: CurveKeyPair | None = None, reuse_ids: bool = True) -> None:
+        """``reuse_ids``: a stream id may start over after its end (a later run's stream of that
+        name); False (one run's sink) keeps dropping windows of an ended stream classified again."""
         self.sub = ResultSubscriber(endpoint, server_public=server_public, client_keys=client_keys)
         self.output = Path(output) if output else None
         self.out: IO[str] | None = open(output, "w", buffering=1) if output else None
         self.written = 0
+        self.write_failed: str | None = None
+        self._whole = 0  # bytes of the output file up to its last whole line
+        self.reuse_ids = reuse_ids
+        self.last_seq: dict[str, int] = {}
+        self.duplicates = 0
+        self._again: set[str] = set()  # streams whose last result was one classified again
         self.stats: dict[str, WorkerStats] = {}  # each inference worker's latest stats record
         self.quiet, self.expect, self.print_every = quiet, expect, max(1, print_every)
         self.counts: dict[str, int] = {}
@@ -63,24 +80,59 @@ class ResultSink:
         stream = record.stream
         if isinstance(record, StreamEnded):
             self.ended.add(stream)
+            self._again.discard(stream)
+            if self.reuse_ids:
+                self.last_seq.pop(stream, None)
             if not self.quiet:
                 print(f"[{stream}] ended ({record.reason}): {self.counts.get(stream, 0)} results", flush=True)
             return
         if isinstance(record, ActionEvent):
+            if stream in self._again:
+                return  # closed by a window classified again: sent before
             self._write({"type": "event", **record.to_json()})
             if not self.quiet:
                 print(f"[{stream}] id {record.person}: {record.label} from #{record.start_seq} to #{record.end_seq} "
                       f"({record.t_end - record.t_start:.1f} s)", flush=True)
             return
+        if record.seq <= self.last_seq.get(stream, -1):
+            self.duplicates += 1
+            self._again.add(stream)
+            return
+        self.last_seq[stream] = record.seq
+        self._again.discard(stream)
         n = self.counts[stream] = self.counts.get(stream, 0) + 1
         self._write({"type": "result", **record.to_json()})
         if not self.quiet and (n - 1) % self.print_every == 0:
             print(format_line(record), flush=True)
 
     def _write(self, row: dict) -> None:
-        if self.out is not None:
-            self.out.write(json.dumps(row) + "\n")
-            self.written += 1
+        if self.out is None:
+            return
+        line = json.dumps(row) + "\n"
+        try:
+            self.out.write(line)
+        except OSError as exc:
+            self._stop_writing(exc)
+            return
+        self.written += 1
+        self._whole += len(line.encode())
+
+    def _stop_writing(self, exc: OSError) -> None:
+        """The output cannot take more (a full disk): cut it back to its last whole line, say so
+        once, and go on without it."""
+        assert self.out is not None
+        self.write_failed = f"{self.output}: {exc.strerror or exc}; the file ends after its {self.written} whole lines"
+        print(f"error: results output {self.write_failed}; results from here on are not written", file=sys.stderr,
+              flush=True)
+        try:
+            self.out.close()
+        except OSError:
+            pass  # the buffered rest cannot go either; the file is cut below
+        self.out = None
+        try:
+            os.truncate(self.output, self._whole)
+        except OSError as cut:
+            log.error("could not cut %s back to its last whole line: %s", self.output, cut)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -93,8 +145,18 @@ class ResultSink:
 
     def close(self) -> None:
         if self.out is not None:
-            self.out.close()
-            print(f"results written to {self.output} ({self.written} lines)", flush=True)
+            try:
+                self.out.close()
+            except OSError as exc:
+                self._stop_writing(exc)
+            else:
+                print(f"results written to {self.output} ({self.written} lines)", flush=True)
+            self.out = None
+        if self.duplicates:
+            print(f"{self.duplicates} window(s) classified again after a restart were dropped (already written)",
+                  flush=True)
+        if self.sub.missed:
+            print(f"{self.sub.missed} record(s) missed: this sink fell behind the publisher", flush=True)
         self.sub.close()
 
 
@@ -118,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.expect, args.print_every, **client_curve(args, settings))
         stop_on_signals(consumer.stop)
         consumer.run()
-        return 0
+        return 1 if consumer.write_failed else 0
 
     return run_cli("sinks", sink, debug=args.debug)
 
