@@ -84,8 +84,11 @@ def account_lossless(rows: Sequence[dict[str, Any]], expected: Sequence[Window])
     got = _got(rows)
     counts, want = Counter(got), Counter(expected)
     seq_counts = Counter(s for s, _ in got)
+    last = max((s for s, _ in got), default=-1)
+    missing = want - counts
     return {"expected": len(expected), "classified": len(got),
-            "lost": sum((want - counts).values()),
+            "lost": sum(missing.values()),
+            "lost_before_last": sum(n for (s, _), n in missing.items() if s <= last),  # gaps, not a cut tail
             "duplicates": sum(n - 1 for n in seq_counts.values() if n > 1),
             "extra": sum((counts - want).values()),
             "in_order": _in_order(got),

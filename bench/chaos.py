@@ -439,6 +439,7 @@ def account(args: argparse.Namespace, run: Run, out: Path, pipeline_log: Path, l
         "restarts_by_supervisor": text.count("crashed (exit"), "sink_restarts": run.sink_restarts,
         "lossless_windows": sum(s["expected"] for s in lossless_rows),
         "lost": sum(s["lost"] for s in lossless_rows),
+        "lost_before_last": sum(s["lost_before_last"] for s in lossless_rows),
         "duplicates": sum(s["duplicates"] for s in streams.values()) + sum(s["duplicates"] for s in sinks),
         "extra": sum(s["extra"] for s in lossless_rows),
         "in_order": all(s["in_order"] for s in streams.values()),

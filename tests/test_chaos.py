@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bench.accounting import account_lossless, expected_windows, read_jsonl, results_by_stream
-from bench.chaos import looped_recording
+from bench.chaos import KINETICS_CLIP, looped_recording
 from pipeline.settings import load_settings
 from pipeline.windows import WindowRules
 from tests.test_reliability_streaming import pgrep, unique_config, wait_for
@@ -35,6 +35,7 @@ from tests.test_reliability_streaming import pgrep, unique_config, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 LONG_FRAMES = 900
+CLIP_STREAM = KINETICS_CLIP.name.split(".")[0]
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +87,19 @@ def test_chaos_run_loses_and_duplicates_nothing(tmp_path, tiny_weights):
 
 # ---- 2. a full scheduler keeps what it read --------------------------------------------------
 
-def test_messages_read_while_the_scheduler_fills_up_are_kept(tmp_path, tiny_weights, long_clip):
-    path, frames = long_clip
+def test_messages_read_while_the_scheduler_fills_up_are_kept(tmp_path, tiny_weights):
+    from workers.replay import load_frames
+
+    _, frames = load_frames(KINETICS_CLIP)
     config, _ = unique_config(tmp_path)
     Path(config).write_text("inference:\n  max_pending: 4\n")  # full after a few windows: reads stop often
     out = tmp_path / "r.jsonl"
-    proc = pipeline("--replay", path, "--replay-fast", "--stride", "1", "--weights", tiny_weights, "--config", config,
-                    "--output", out, "--quiet")
+    proc = pipeline("--replay", KINETICS_CLIP, "--replay-fast", "--stride", "2", "--weights", tiny_weights, "--config",
+                    config, "--output", out, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = account_lossless(results_by_stream(read_jsonl(out)[0])["looped"], expected(frames, 1, config=Path(config)))
+    got = account_lossless(results_by_stream(read_jsonl(out)[0])[CLIP_STREAM], expected(frames, 2, config=Path(config)))
     print(got)
-    assert got["expected"] > 800
+    assert got["expected"] > 80
     assert got["lost"] == 0 and got["duplicates"] == 0 and got["extra"] == 0 and got["in_order"]
 
 
@@ -115,39 +118,40 @@ def small_disk(tmp_path, request):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("small_disk", ["64k"], indirect=True)
-def test_full_disk_under_output_cuts_it_at_a_whole_line_and_classifying_goes_on(tmp_path, tiny_weights, long_clip,
-                                                                                 small_disk):
-    path, frames = long_clip
+@pytest.mark.parametrize("small_disk", ["32k"], indirect=True)
+def test_full_disk_under_output_cuts_it_at_a_whole_line_and_classifying_goes_on(tmp_path, tiny_weights, small_disk):
+    from workers.replay import load_frames
+
+    _, frames = load_frames(KINETICS_CLIP)
     out = small_disk / "r.jsonl"
-    proc = pipeline("--replay", path, "--replay-fast", "--stride", "2", "--weights", tiny_weights, "--output", out,
-                    "--quiet")
-    want = expected(frames, 2)
+    proc = pipeline("--replay", KINETICS_CLIP, "--replay-fast", "--stride", "4", "--weights", tiny_weights, "--output",
+                    out, "--quiet")
+    want = expected(frames, 4)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     errors = error_lines(proc.stderr)
     assert len(errors) == 1 and str(out) in errors[0] and "No space left" in errors[0], errors
     rows, bad = read_jsonl(out)
     assert bad == 0 and 0 < len(rows) < len(want), "the file holds whole lines only, fewer than the run's"
-    assert f"looped: {len(want)} results" in proc.stdout, "every window was still classified"
+    assert f"{CLIP_STREAM}: {len(want)} results" in proc.stdout, "every window was still classified"
 
 
 @pytest.mark.parametrize("small_disk", ["64k"], indirect=True)
-def test_full_disk_under_record_keeps_the_part_written_and_classifying_goes_on(tmp_path, tiny_weights, long_clip,
-                                                                               small_disk):
+def test_full_disk_under_record_keeps_the_part_written_and_classifying_goes_on(tmp_path, tiny_weights, small_disk):
     from pipeline.recording import read_recording
+    from workers.replay import load_frames
 
-    path, frames = long_clip
+    _, frames = load_frames(KINETICS_CLIP)
     out, rec = tmp_path / "r.jsonl", small_disk / "rec"
-    proc = pipeline("--replay", path, "--replay-fast", "--stride", "2", "--weights", tiny_weights, "--output", out,
-                    "--record", rec, "--quiet")
+    proc = pipeline("--replay", KINETICS_CLIP, "--replay-fast", "--stride", "4", "--weights", tiny_weights, "--output",
+                    out, "--record", rec, "--quiet")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = error_lines(proc.stderr)
     assert len(errors) == 1 and "No space left" in errors[0] and "recording stopped" in errors[0], errors
-    got = account_lossless(results_by_stream(read_jsonl(out)[0])["looped"], expected(frames, 2))
+    got = account_lossless(results_by_stream(read_jsonl(out)[0])[CLIP_STREAM], expected(frames, 4))
     assert got["lost"] == 0 and got["duplicates"] == 0, "the stream was classified to its end"
-    kept = read_recording(rec / "looped.skel.part")
-    assert 0 < len(kept.frames) < LONG_FRAMES
+    kept = read_recording(rec / f"{CLIP_STREAM}.skel.part")
+    assert 0 < len(kept.frames) < len(frames)
     assert [f.seq for f in kept.frames] == [f.seq for f in frames[:len(kept.frames)]], "a valid prefix"
     assert "cut short" in proc.stdout
 
@@ -164,7 +168,7 @@ def test_full_disk_under_training_checkpoints_is_one_error_line(tmp_path, small_
     subprocess.run([sys.executable, "-m", "stgcn.convert", "utd-mhad", str(ROOT.parent / "shared" / "data" / "utd-mhad"),
                     str(data), "--layout", "openpose", "--frames", "64", "--subjects", "1", "2", "--limit", "8",
                     "--no-progress"], cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=120)
-    cfg = write_config(tmp_path / "tiny.yaml", data, 3, batch_size=4, steps=[2], seed=3)
+    cfg = write_config(tmp_path / "tiny.yaml", data, 2, batch_size=4, steps=[2], seed=3)
     work = small_disk / "w"  # 60 MB: the first epoch's checkpoints (38 + 13 MB) fit, the second's do not
     proc = subprocess.run([sys.executable, "-m", "stgcn.train", str(cfg), "--device", "cpu", "--work-dir", str(work)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=170)
@@ -228,10 +232,10 @@ def test_stalled_consumers_hold_nothing_up(tmp_path, tiny_weights, long_clip):
     try:
         time.sleep(2.0)  # both connected before the first results
         run = subprocess.Popen([sys.executable, "run_pipeline.py", "--device", "cpu", "--replay", str(path),
-                                "--replay-fast", "--stride", "2", "--weights", str(tiny_weights), "--output",
+                                "--replay-fast", "--stride", "4", "--weights", str(tiny_weights), "--output",
                                 str(out), "--results-endpoint", endpoint, "--quiet"], cwd=ROOT, env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: len(read_jsonl(out)[0]) >= 200 or run.poll() is not None, 150, "200 lines of results")
+        wait_for(lambda: len(read_jsonl(out)[0]) >= 100 or run.poll() is not None, 150, "100 lines of results")
         received = []
         while run.poll() is None:
             record = slow.recv(timeout_ms=100)
@@ -244,7 +248,7 @@ def test_stalled_consumers_hold_nothing_up(tmp_path, tiny_weights, long_clip):
         assert run.returncode == 0, err[-3000:]
         assert blocked.poll() is None, "the blocked sink is still there, stuck on its pipe"
         rows, _ = read_jsonl(out)
-        got = account_lossless(results_by_stream(rows)["looped"], expected(frames, 2))
+        got = account_lossless(results_by_stream(rows)["looped"], expected(frames, 4))
         assert got["lost"] == 0 and got["duplicates"] == 0, got
         missed = sum(n for topic, n in slow.missed_by_topic.items() if topic != STATS_TOPIC)
         print(f"{len(rows)} lines written; the slow subscriber got {len(received)} records and missed {missed}")
