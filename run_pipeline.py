@@ -92,7 +92,7 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
         name = "inference" if n == 1 else f"inference-{i}"
         inference = py + ["workers.inference", "--listen", frames_ep, "--publish", results_ep, "--name", name] + common
         for flag, value in (("--weights", args.weights), ("--device", devices[i % len(devices)]),
-                            ("--stride", args.stride), ("--record", record_dir)):
+                            ("--stride", args.stride), ("--form", args.form), ("--record", record_dir)):
             if value is not None:
                 inference += [flag, str(value)]
         workers.append(Worker(name, inference))
@@ -122,6 +122,8 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
                 argv += ["--save-video", str(target)]
             if args.show:
                 argv.append("--show")
+            if args.realtime and kind == "video":
+                argv.append("--realtime")
         if args.label:
             argv += ["--label", args.label]
         workers.append(Worker(f"{kind} {value}", argv + common, stream=stream, pinned=workers[index % n].name,
@@ -266,6 +268,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--devices", metavar="LIST",
                    help="comma-separated device per inference worker, cycled, e.g. cuda:0,cuda:1 (overrides --device)")
     p.add_argument("--stride", type=int, help="classify every N frames of each stream")
+    p.add_argument("--form", choices=("window", "continual"),
+                   help="window: each result from its whole window; continual: per-person state, only the new "
+                        "frames (docs/continual.md; default per device in the config)")
+    p.add_argument("--realtime", action="store_true",
+                   help="play --video files at their frame rate as live sources, as a camera would deliver them")
     p.add_argument("--output", help="write results as JSON Lines")
     p.add_argument("--save-video", help="annotated video path (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="live window (needs a display)")

@@ -1,14 +1,20 @@
 """Continual ST-GCN against the regular window: work per result, time per result, accuracy.
 
-    python -m bench.continual [--device cpu|cuda] [--batches 1 8 64] [--eval-json EVAL.json] [--out PATH]
+    python -m bench.continual [--device cpu|cuda] [--batches 1 8 64] [--eval-json EVAL.json]
+                              [--live VIDEO ...] [--out PATH]
 
 - FLOPs (``torch.utils.flop_counter``): one regular window (300 frames, and the checkpoint's own
   window) against one continual step of the same model, averaged over the 4 steps of a stride
   cycle after warm-up, and the costliest step of the cycle (all strides fall on it).
 - Time, median milliseconds for a batch of B people on ``--device``: the regular network on a
   normalised window against one continual step (normalised frames in, state updated, logits read).
-- Accuracy, from ``python -m stgcn.eval --continual exact clip live --json EVAL.json`` on the
-  default model's test split (``--eval-json``): regular top-1 minus each continual mode's.
+- Accuracy, from ``python -m stgcn.eval --continual --json EVAL.json`` on the default model's
+  test split (``--eval-json``): regular top-1 minus each continual mode's (live, clip).
+- Live (``--live VIDEO``, repeatable; the CPU): each real video played at its frame rate as a
+  camera (``workers.capture --realtime``: MediaPipe, tracking) into one inference worker and a
+  sink, real processes on loopback, once per serving choice (window at the CPU's stride, window
+  at stride 1, continual at stride 1): frame-to-result latency (``t_result - t_capture``)
+  percentiles, results per captured frame, and the labels shown.
 
 Prints a table and writes ``bench/results/continual_<device>.json``.
 """
@@ -17,16 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import machine, write_results
+from bench.common import ROOT, machine, summary_ms, write_results
 from bench.inference import time_device
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
+from pipeline.endpoints import free_endpoints
 from stgcn import DEFAULT_WEIGHTS, load_model
 from stgcn.continual import Continual
 
@@ -91,6 +103,46 @@ def time_table(model: torch.nn.Module, window: int, batches: list[int], device: 
     return rows_out
 
 
+LIVE_CHOICES = (("window", 4), ("window", 1), ("continual", 1))
+
+
+def live_run(video: Path, form: str, stride: int, weights: str, work: Path, delay: int) -> dict[str, Any]:
+    """One real video as a live camera through capture, inference and sink processes; the
+    ``steady_`` latencies leave out each run's first ``delay`` frames of results (the continual
+    form's warm-up, answered by the regular window)."""
+    frames_ep, results_ep = free_endpoints(2)
+    out = work / f"{video.stem}_{form}_{stride}.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    py = [sys.executable, "-m"]
+    log = work / f"{video.stem}_{form}_{stride}.log"
+    with open(log, "w") as err:
+        inference = subprocess.Popen(py + ["workers.inference", "--listen", frames_ep, "--publish", results_ep,
+                                           "--device", "cpu", "--form", form, "--stride", str(stride),
+                                           "--weights", weights], cwd=ROOT, env=env, stderr=err)
+    sink = subprocess.Popen(py + ["workers.sinks", "--connect", results_ep, "--output", str(out), "--expect", "1",
+                                  "--quiet"], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120  # a camera does not wait: start it once the worker listens
+    while "ready" not in log.read_text() and time.monotonic() < deadline and inference.poll() is None:
+        time.sleep(0.2)
+    capture = subprocess.run(py + ["workers.capture", "--video", str(video), "--realtime", "--connect", frames_ep],
+                             cwd=ROOT, env=env, capture_output=True, text=True)
+    try:
+        sink.wait(timeout=120)
+    finally:
+        for proc in (sink, inference):
+            proc.terminate()
+            proc.wait(timeout=30)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    results = [r for r in rows if r.get("type") == "result"]
+    lat = [1000 * (r["t_result"] - r["t_capture"]) for r in results]
+    captured = next((int(line.split("frames captured")[0].split()[-1]) for line in capture.stderr.splitlines()
+                     if "frames captured" in line), None)
+    labels = Counter(p["label"] for r in results for p in r["people"])
+    steady = [v for r, v in zip(results, lat) if r["seq"] >= results[0]["seq"] + delay]
+    return {"video": video.name, "form": form, "stride": stride, "results": len(results), "frames": captured,
+            **summary_ms(lat), **summary_ms(steady, "steady_"), "labels": dict(labels.most_common(5))}
+
+
 def accuracy(path: Path) -> dict[str, Any]:
     """Regular minus continual top-1 (points) per mode, overall and per data set."""
     ev = json.loads(path.read_text())
@@ -111,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", help="people per batch (default 1 8 on the CPU, "
                                                            "1 64 256 1024 2048 on CUDA)")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--eval-json", type=Path, help="stgcn.eval --continual ... --json output to take accuracy from")
+    p.add_argument("--eval-json", type=Path, help="stgcn.eval --continual --json output to take accuracy from")
+    p.add_argument("--live", type=Path, action="append", help="real video to play as a live camera (repeatable)")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/continual_<device>.json)")
     add_debug_flag(p)
     args = p.parse_args(argv)
@@ -131,16 +184,31 @@ def run(args: argparse.Namespace) -> int:
     rows = time_table(model, window, batches, device, args.repeats)
     if args.eval_json:
         metrics.update(accuracy(args.eval_json))
-        for mode in ("exact", "clip", "live"):
+        for mode in ("live", "clip"):
             if f"continual_top1_{mode}" in metrics:
                 print(f"continual {mode}: top-1 {100 * metrics[f'continual_top1_{mode}']:.2f} % "
                       f"(regular {100 * metrics['regular_top1']:.2f} %, "
                       f"{metrics[f'continual_top1_delta_pts_{mode}']:+.2f} points below)")
+    live = []
+    if args.live:
+        with tempfile.TemporaryDirectory() as tmp:
+            for video in args.live:
+                for form, stride in LIVE_CHOICES:
+                    live.append(live_run(video, form, stride, args.weights, Path(tmp), metrics["delay_frames"]))
+                    r = live[-1]
+                    print(f"live {r['video']}: {form} stride {stride}: {r['results']} results for {r['frames']} "
+                          f"frames, latency p50 {r['p50_ms'] or 0:.0f} ms p99 {r['p99_ms'] or 0:.0f} ms "
+                          f"(after the first {metrics['delay_frames']} frames: p99 {r['steady_p99_ms'] or 0:.0f} ms); {r['labels']}")
+        p99 = [r["p99_ms"] for r in live if r["form"] == "continual" and r["p99_ms"] is not None]
+        if p99:
+            metrics["cpu_live_p99_ms_stride1"] = max(p99)
+            metrics["cpu_live_p99_ms_stride1_after_warmup"] = max(r["steady_p99_ms"] for r in live
+                                                                  if r["form"] == "continual")
     write_results(f"continual_{device.type}", {
         "machine": machine(device, with_torch=True),
         "config": {"weights": str(args.weights), "window": window, "streams": model.config["model"].get("streams"),
-                   "batches": batches, "repeats": args.repeats},
-        "metrics": metrics, "timing": rows}, args.out)
+                   "batches": batches, "repeats": args.repeats, "live": [str(v) for v in args.live or []]},
+        "metrics": metrics, "timing": rows, "live": live}, args.out)
     return 0
 
 

@@ -125,7 +125,7 @@ def inference_args(args: argparse.Namespace, name: str, record_dir: Path | None)
     argv = ["--name", name] + (["--config", args.config] if args.config else [])
     argv += [flag for flag, on in (("--debug", args.debug), ("--quiet", args.quiet)) if on]
     for flag, value in (("--weights", args.weights), ("--device", args.device), ("--stride", args.stride),
-                        ("--record", record_dir)):
+                        ("--form", args.form), ("--record", record_dir)):
         if value is not None:
             argv += [flag, str(value)]
     return argv

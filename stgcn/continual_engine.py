@@ -93,23 +93,35 @@ class ContinualEngine(Engine):
         if rows is None or len(rows) != len(windows):
             raise ValueError("the continual engine needs the person of each row")
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-        people, steps = self._plan(windows, rows)
-        state = torch.tensor([p.row for p in people], device=self.device)
-        with torch.no_grad():
-            x, recent, center, scale = self.prepare(raw)
-            w = self.window
-            for back in range(max(steps, default=0), 0, -1):
-                active = [i for i, k in enumerate(steps) if k >= back]
-                t = w - back
-                self.continual.step(x[active, :, max(0, t - 1):t + 1, :, 0], state[active])
-            logits = self.continual.logits(state, empty_slots=self.persons - 1)  # as the window engine
-            # each row's person is in slot 0 of the window (the others are empty)
-            nxt = self.continual.next_frame(state, recent[..., :1]) if self.predicts else None
-            out = self.finish(logits, nxt, center[..., :1], scale[..., :1])
-            probs, frames = out[0], (out[1] if self.predicts else None)
-            self._warm_up(raw, people, rows, probs, frames)
+        probs = torch.empty(len(rows), self.num_class, device=self.device)
+        frames = torch.empty(len(rows), self.channels, self.joints, 1, device=self.device) if self.predicts else None
+        for part in _rounds(rows):  # a person's windows in one batch (a file stream's), oldest first
+            p, f = self._answer(raw[part], windows[part], [rows[i] for i in part])
+            probs[part] = p
+            if frames is not None:
+                frames[part] = f
         probs, frames = probs.cpu().numpy(), None if frames is None else frames.cpu().numpy()
         return lambda: (probs, frames)
+
+    @torch.no_grad()
+    def _answer(self, raw: torch.Tensor, windows: np.ndarray, rows: Sequence[RowKey]
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows of distinct people: their new frames stepped, then their answers."""
+        people, steps = self._plan(windows, rows)
+        state = torch.tensor([p.row for p in people], device=self.device)
+        x, recent, center, scale = self.prepare(raw)
+        w = self.window
+        for back in range(max(steps, default=0), 0, -1):
+            active = [i for i, k in enumerate(steps) if k >= back]
+            t = w - back
+            self.continual.step(x[active, :, max(0, t - 1):t + 1, :, 0], state[active])
+        logits = self.continual.logits(state, empty_slots=self.persons - 1)  # as the window engine
+        # each row's person is in slot 0 of the window (the others are empty)
+        nxt = self.continual.next_frame(state, recent[..., :1]) if self.predicts else None
+        out = self.finish(logits, nxt, center[..., :1], scale[..., :1])
+        probs, frames = out[0], (out[1] if self.predicts else None)
+        self._warm_up(raw, people, rows, probs, frames)
+        return probs, frames
 
     def _warm_up(self, raw: torch.Tensor, people: list[_Person], rows: Sequence[RowKey], probs: torch.Tensor,
                  frames: torch.Tensor | None) -> None:
@@ -128,3 +140,16 @@ class ContinualEngine(Engine):
             probs[i] = people[i].answer[0]
             if frames is not None:
                 frames[i] = people[i].answer[1]
+
+
+def _rounds(rows: Sequence[RowKey]) -> list[list[int]]:
+    """Row indices in rounds where each person appears at most once, in batch order."""
+    seen: dict[tuple[str, int], int] = {}
+    rounds: list[list[int]] = []
+    for i, key in enumerate(rows):
+        k = seen.get((key.stream, key.slot), 0)
+        seen[(key.stream, key.slot)] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return rounds

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="show the annotated stream in a window")
     parser.add_argument("--state-file", help="resume file: a restarted worker continues after its last frame")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--realtime", action="store_true",
+                        help="play --video at its frame rate as a live source (late frames passed over, as a camera)")
     parser.add_argument("--label", help="the action this take shows: sent in the stream's metadata, kept by recordings")
     add_curve_args(parser, server=False)
     args = parser.parse_args(argv)
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         opened["settings"] = settings = load_settings(args.config, capture__num_poses=args.num_poses,
                                                       capture__pose_model=args.pose_model or None)
         opened["curve"] = client_curve(args, settings)
-        opened["source"] = source = open_source(camera=args.camera, video=args.video)  # before MediaPipe
+        opened["source"] = source = open_source(camera=args.camera, video=args.video,  # before MediaPipe
+                                                realtime=args.realtime)
         try:
             from workers.pose import PoseEstimator
 
@@ -139,7 +142,8 @@ def capture(args: argparse.Namespace, stop: threading.Event, settings: Settings,
         source.close()
         if overlay is not None:
             overlay.close()
-    log.info("stream %s: %d frames captured", stream, n)
+    late = f" ({source.late_frames} file frames passed over: pose estimation fell behind)" if source.realtime else ""
+    log.info("stream %s: %d frames captured%s", stream, n, late)
     return 0
 
 

@@ -67,6 +67,7 @@ class InferenceWorker:
         self.instruments = Instruments(settings.diagnostics)
         self.stats_interval = settings.stats_interval_s
         self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
+        self._unread: list[bytes] = []  # messages read while the scheduler filled up (never dropped)
         self.inflight = BatchInFlight(engine, name)
         self._next_stats = time.time() + self.stats_interval
         self.stop = threading.Event()
@@ -127,7 +128,7 @@ class InferenceWorker:
             self.instruments.stale += 1
             return
         if state.recorder is not None:
-            state.recorder.write(data)
+            state.record(data)
         if state.due:
             self.scheduler.add(state.job(), state.live)
 
@@ -144,7 +145,7 @@ class InferenceWorker:
             log.warning("stream %s seqs %d..%d: %s; dropped", msg.stream, msg.seq[taken], msg.seq[-1], error)
         self.instruments.stale += taken - len(kept)
         if state.recorder is not None and len(kept):
-            state.recorder.write(data if len(kept) == n else encode(msg.select(kept)))
+            state.record(data if len(kept) == n else encode(msg.select(kept)))
 
     def _on_end(self, msg: StreamEnd, data: bytes) -> None:
         state = self.streams.get(msg.stream)
@@ -156,12 +157,13 @@ class InferenceWorker:
         while self.scheduler.has(msg.stream):
             self._run_batch()
         if state.recorder is not None:
-            state.recorder.write(data)
-            state.recorder.close(msg.reason)
+            state.record(data)
+            state.stop_recording(msg.reason)
         for event in state.close_events():
             self.publisher.publish(event)
         self.publisher.publish(StreamEnded(msg.stream, msg.reason))
         del self.streams[msg.stream]
+        self.engine.release(msg.stream)
         log.info("stream %s ended (%s)", msg.stream, msg.reason)
 
     # ---- model -------------------------------------------------------------------------
@@ -207,10 +209,13 @@ class InferenceWorker:
         if not self.scheduler.full:
             wait = 0 if len(self.scheduler) or self.inflight.busy else timeout_ms
             self._reads += 1
-            for data in self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait):
+            read = self._unread or self.receiver.recv_many(max(self.scheduler.max_batch, 64), timeout_ms=wait)
+            self._unread = []
+            for i, data in enumerate(read):
                 self.handle(data)
                 n += 1
                 if self.scheduler.full:
+                    self._unread = read[i + 1:]  # read but not taken yet: first in line once there is room
                     break
         t_finish = time.perf_counter()
         self._finish_batch()
@@ -237,10 +242,10 @@ class InferenceWorker:
         self.instruments.new_interval()
 
     def run(self) -> None:
-        log.info("inference worker %s ready: model %s (%s, %d classes, window %d, streams %s) on %s, stride %d",
+        log.info("inference worker %s ready: model %s (%s, %d classes, window %d, streams %s, %s) on %s, stride %d",
                  self.name, self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
-                 self.engine.num_class, self.rules.window, "+".join(self.engine.streams), self.engine.device,
-                 self.rules.stride)
+                 self.engine.num_class, self.rules.window, "+".join(self.engine.streams), self.engine.mode,
+                 self.engine.device, self.rules.stride)
         # PUB drops what it publishes before a subscriber is connected: after a restart, give
         # subscribers (which reconnect every 100 ms) time to rejoin before the first results.
         # Frames meanwhile wait in the socket, nothing is lost.
@@ -260,7 +265,7 @@ class InferenceWorker:
     def close(self) -> None:
         for state in self.streams.values():
             if state.recorder is not None:
-                state.recorder.close("stopped")
+                state.stop_recording("stopped")
         self.publish_stats(final=True)
         self.instruments.close()
         self.receiver.close()
@@ -277,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="checkpoint (default: the bundled model)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (one GPU of several)")
     parser.add_argument("--stride", type=int, help="classify every N frames per stream")
+    parser.add_argument("--form", choices=("window", "continual"),
+                        help="window: each result from its whole window; continual: per-person state, only the "
+                             "new frames (default per device in the config)")
     parser.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
     parser.add_argument("--name", default="inference",
                         help="worker name, sent in every result (default inference; several workers: distinct names)")
@@ -290,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     def start() -> int:
         nonlocal auth, worker
         settings = load_settings(args.config, inference__weights=args.weights, inference__device=args.device,
-                                 inference__stride=args.stride)
+                                 inference__stride=args.stride, inference__form=args.form)
         listen = args.listen or settings.endpoints.frames
         publish = args.publish or settings.endpoints.results
         curve = server_curve(args, settings, [listen, publish])  # before the model loads: a refusal is immediate
@@ -298,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
             auth = start_authenticator(curve.allowed)
             log.info("CURVE on: %d client key(s) admitted", len(curve.allowed))
         from stgcn import DEFAULT_WEIGHTS
-        from stgcn.engine import Engine
+        from stgcn.continual_engine import ContinualEngine
+        from stgcn.engine import Engine, pick_device
 
         icfg = settings.inference
-        engine = Engine(icfg.weights or DEFAULT_WEIGHTS, icfg.device, streams=icfg.streams)  # one person a sample
+        form = icfg.form.on(pick_device(icfg.device).type)
+        engine = (ContinualEngine if form == "continual" else Engine)(icfg.weights or DEFAULT_WEIGHTS, icfg.device,
+                                                                      streams=icfg.streams)  # one person a sample
         worker = InferenceWorker(engine, icfg, listen, publish, record_dir=args.record,
                                  allow_remote=curve is not None, server_keys=curve.keys if curve else None,
                                  name=args.name)

@@ -33,10 +33,12 @@ class VideoSource:
     iteration with a logged warning and counts in :attr:`decode_failures`.
     """
 
-    def __init__(self, capture: cv2.VideoCapture, name: str, live: bool) -> None:
+    def __init__(self, capture: cv2.VideoCapture, name: str, live: bool, realtime: bool = False) -> None:
         self._capture = capture
         self.name = name
-        self.live = live
+        self.live = live or realtime
+        self.realtime = realtime  # a file played at its frame rate as a camera delivers it
+        self.late_frames = 0  # realtime: file frames passed over because the reader fell behind
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         if not math.isfinite(fps) or fps <= 0 or fps > 1000:
             logger.info("%s reports fps %r; using %.0f", name, fps, DEFAULT_FPS)
@@ -51,6 +53,7 @@ class VideoSource:
         self._index = 0
         self._clock_start: float | None = None
         self._last_ts = -1
+        self._file_index = 0
 
     def _prime(self) -> None:
         """Read the first frame now so that an unreadable source fails at open time."""
@@ -72,14 +75,31 @@ class VideoSource:
         self._last_ts = ts
         return ts
 
+    def _keep_time(self) -> None:
+        """Realtime: wait for the next file frame's time, or pass over the frames already late
+        (a camera hands over its newest frame, not a backlog)."""
+        now = time.monotonic()
+        if self._clock_start is None:
+            self._clock_start = now
+        due = int((now - self._clock_start) * self.fps)  # the file frame showing now
+        if due < self._file_index:
+            time.sleep((self._file_index / self.fps) - (now - self._clock_start))
+        while self._file_index < due and self._capture.grab():
+            self._file_index += 1
+            self.late_frames += 1
+
     def read(self) -> tuple[int, np.ndarray, int] | None:
         """The next ``(index, frame_bgr, timestamp_ms)``, or None at the end of the source."""
         if self._first is not None:
             frame, self._first = self._first, None
+            self._file_index = 1
         else:
             if not self._capture.isOpened():
                 return None
+            if self.realtime:
+                self._keep_time()
             ok, frame = self._capture.read()
+            self._file_index += 1
             if not ok or frame is None:
                 self._end_of_stream()
                 return None
@@ -150,8 +170,9 @@ def _open_camera(index: int) -> cv2.VideoCapture:
         cv2.utils.logging.setLogLevel(level)
 
 
-def open_source(camera: int | None = None, video: str | Path | None = None) -> VideoSource:
-    """Open camera ``camera`` or the file ``video`` (exactly one); raise SourceError if unusable."""
+def open_source(camera: int | None = None, video: str | Path | None = None, realtime: bool = False) -> VideoSource:
+    """Open camera ``camera`` or the file ``video`` (exactly one); raise SourceError if unusable.
+    ``realtime``: play the file at its frame rate as a live source, as a camera would deliver it."""
     if (camera is None) == (video is None):
         raise ValueError("give exactly one of camera (an index) or video (a file path)")
     if camera is not None:
@@ -168,6 +189,6 @@ def open_source(camera: int | None = None, video: str | Path | None = None) -> V
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"video file could not be opened (unsupported or corrupt): {path}")
-        source = VideoSource(capture, name=str(path), live=False)
+        source = VideoSource(capture, name=str(path), live=False, realtime=realtime)
     source._prime()
     return source

@@ -1,0 +1,70 @@
+"""The continual serving engine on a real skeleton clip (the Kinetics clip, both people): it answers
+as the window engine does, keeps each person's state apart, and re-synchronises from the window."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stgcn import DEFAULT_WEIGHTS
+from stgcn.continual_engine import ContinualEngine, RowKey
+from stgcn.convert.kinetics import read_kinetics_json
+from stgcn.engine import Engine
+
+CLIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "skeleton" / "kinetics_skeleton_--33Lscn6sk.json"
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    x, _ = read_kinetics_json(CLIP)
+    return x[..., :190, :, :]  # (C, T, V, M): the clip's frames
+
+
+def window(clip: np.ndarray, person: int, t: int, w: int) -> np.ndarray:
+    """The live window of one person ending at frame t: right-aligned, zeros before, other slot empty."""
+    out = np.zeros((3, w, 18, 2), np.float32)
+    seg = clip[:, max(0, t + 1 - w):t + 1, :, person]
+    out[:, w - seg.shape[1]:, :, 0] = seg
+    return out
+
+
+def test_the_continual_engine_answers_as_the_window_engine(clip):
+    regular, engine = Engine(DEFAULT_WEIGHTS, "cpu"), ContinualEngine(DEFAULT_WEIGHTS, "cpu")
+    assert engine.mode == "continual" and engine.continual.delay == 76
+    agree, late = [], []
+    for t in range(30, 190, 4):  # stride 4: one new frame stepped, the ones between from the window
+        rows = [RowKey("clip", m, m, t) for m in (0, 1)]
+        windows = np.stack([window(clip, m, t, engine.window) for m in (0, 1)])
+        probs, nxt = engine.submit(windows, rows)()
+        ref, _ = regular(windows)
+        agree += list(probs.argmax(1) == ref.argmax(1))
+        if t > 30 + engine.continual.delay:
+            late.append(np.abs(probs - ref).max())
+        assert nxt.shape == (2, 3, 18, 1) and np.isfinite(nxt).all()
+    assert np.mean(agree) >= 0.8, f"best class as the window engine's in {np.mean(agree):.0%} of windows"
+    assert late and max(late) < 0.5, "after the warm-up the answers are the state's own, close to the window's"
+
+
+def test_a_batch_with_several_windows_of_one_person_equals_them_one_by_one(clip):
+    one, many = ContinualEngine(DEFAULT_WEIGHTS, "cpu"), ContinualEngine(DEFAULT_WEIGHTS, "cpu")
+    ts = list(range(100, 116))
+    windows = np.stack([window(clip, 0, t, one.window) for t in ts])
+    rows = [RowKey("clip", 0, 0, t) for t in ts]
+    first = np.stack([window(clip, 0, 99, one.window)])
+    for engine in (one, many):
+        engine.submit(first, [RowKey("clip", 0, 0, 99)])()  # warm from the window
+    alone = np.concatenate([one.submit(windows[i:i + 1], rows[i:i + 1])()[0] for i in range(len(ts))])
+    together, _ = many.submit(windows, rows)()  # a file stream's windows, queued in one batch
+    assert np.abs(alone - together).max() < 1e-5
+
+
+def test_a_new_track_in_the_slot_restarts_the_state_from_the_window(clip):
+    engine, fresh = ContinualEngine(DEFAULT_WEIGHTS, "cpu"), ContinualEngine(DEFAULT_WEIGHTS, "cpu")
+    for t in range(60, 150):
+        engine.submit(window(clip, 0, t, engine.window)[None], [RowKey("s", 0, 7, t)])()
+    w = window(clip, 1, 150, engine.window)[None]  # another person takes the slot
+    switched, _ = engine.submit(w, [RowKey("s", 0, 8, 150)])()
+    new, _ = fresh.submit(w, [RowKey("s", 0, 8, 150)])()
+    assert np.abs(switched - new).max() < 1e-5, "nothing of the person before is left"
+    engine.release("s")
+    assert not engine.people
