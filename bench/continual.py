@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     rows = time_table(model, window, batches, device, args.repeats)
     if args.eval_json:
         metrics.update(accuracy(args.eval_json))
-        for mode in ("live", "clip"):
+        for mode in ("live", "clip", "served"):
             if f"continual_top1_{mode}" in metrics:
                 print(f"continual {mode}: top-1 {100 * metrics[f'continual_top1_{mode}']:.2f} % "
                       f"(regular {100 * metrics['regular_top1']:.2f} %, "

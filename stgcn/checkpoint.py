@@ -185,7 +185,20 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dic
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc)
+        if cause is not None and cause is not exc:  # torch's zip writer wraps e.g. ENOSPC in a RuntimeError
+            raise OSError(cause.errno, f"{path}: checkpoint not written ({cause.strerror or cause})") from None
         raise
     return path
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError in ``exc``'s chain of causes, if any."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None

@@ -141,9 +141,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], amp=args.amp,
                                            progress=True, correct=correct))
     if args.continual:
-        hits = {mode: np.zeros(len(val), bool) for mode in ("live", "clip")}
+        hits = {mode: np.zeros(len(val), bool) for mode in ("live", "clip", "served")}
         metrics["continual"] = evaluate_continual(model, cls_loader, device,
-                                                  int(model.config.get("window") or serve["window"]), hits, True)
+                                                  int(model.config.get("window") or serve["window"]), hits, True,
+                                                  regular=correct)
         for mode, m in metrics["continual"].items():
             if sources is not None:
                 m["per_dataset"] = accuracy_by_source(hits[mode], sources)
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate a multi-stream model through these input streams only (default: all)")
     parser.add_argument("--continual", action="store_true",
                         help="also evaluate the continual (frame-by-frame) form, each clip stepped from its first "
-                             "frame: live (answered at its last frame) and clip (its end padded, as the regular model)")
+                             "frame: live (answered at its last frame), clip (its end padded, as the regular model) "
+                             "and served (live, or the window form's answer while the state has none)")
     parser.add_argument("--json", help="write the metrics to this JSON file")
     parser.add_argument("--confusion", help="confusion-matrix PNG path (default: next to --json)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -99,26 +99,34 @@ def clip_starts(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_continual(model: torch.nn.Module, loader: DataLoader, device: torch.device, window: int,
-                       correct: dict[str, np.ndarray] | None = None, progress: bool = False) -> dict[str, Any]:
+                       correct: dict[str, np.ndarray] | None = None, progress: bool = False,
+                       regular: np.ndarray | None = None) -> dict[str, Any]:
     """Top-1 of the continual form of ``model`` (:mod:`stgcn.continual`) as the continual engine
     serves it: the first person of each sample alone (the model's other person slots empty),
     stepped frame by frame from the clip's first frame (not the zeros before a short one).
     ``live`` answers at the clip's last frame without the right padding, as a live stream is
     answered (a clip shorter than the delay has no answer yet, an error); ``clip`` flushes the
-    right padding first (the answer at a clip's known end). ``correct`` (per mode, a bool array
-    over the dataset) receives each sample's hit."""
+    right padding first (the answer at a clip's known end). With ``regular`` (the window form's
+    hit per sample) ``served`` is what the continual engine shows at the clip's last frame: the
+    live answer, or the window form's while the state has none (its warm-up). ``correct`` (per
+    mode, a bool array over the dataset) receives each sample's hit."""
     from .continual import Continual
 
     co = Continual(model.eval(), window)
-    hits, answered, total = {"live": 0, "clip": 0}, {"live": 0, "clip": 0}, 0
+    modes = ("live", "clip") + (("served",) if regular is not None else ())
+    hits, answered, total = dict.fromkeys(modes, 0), dict.fromkeys(modes, 0), 0
     for batch in tqdm(loader, desc="eval-continual", leave=False, disable=not progress):
         x, label = batch["x"].to(device, non_blocking=True)[..., :1], batch["label"].to(device)
         out = co.clip(x, clip_starts(x), empty_slots=batch["x"].shape[-1] - 1)
-        for mode, key in (("live", "live"), ("clip", "flushed")):
-            scores, ready = out[key]
-            ok = (scores.argmax(dim=1) == label) & ready
+        index = np.asarray(batch["index"])
+        for mode in modes:
+            scores, ready = out["flushed" if mode == "clip" else "live"]
+            ok = ((scores.argmax(dim=1) == label) & ready).cpu().numpy()
+            ready = ready.cpu().numpy()
+            if mode == "served":
+                ok, ready = np.where(ready, ok, regular[index]), np.ones_like(ready)
             if correct is not None:
-                correct[mode][np.asarray(batch["index"])] = ok.cpu().numpy()
+                correct[mode][index] = ok
             hits[mode] += int(ok.sum())
             answered[mode] += int(ready.sum())
         total += len(label)

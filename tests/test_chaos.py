@@ -156,8 +156,6 @@ def test_full_disk_under_record_keeps_the_part_written_and_classifying_goes_on(t
     assert "cut short" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="stgcn/checkpoint.py: torch.save's zip writer turns ENOSPC into a "
-                   "RuntimeError, so training ends in a traceback instead of one error line (stgcn owner to fix)")
 @pytest.mark.parametrize("small_disk", ["60m"], indirect=True)
 def test_full_disk_under_training_checkpoints_is_one_error_line(tmp_path, small_disk):
     import torch
