@@ -53,7 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.accounting import account_live, account_lossless, expected_windows, read_jsonl, results_by_stream
-from bench.common import ROOT, RESULTS, machine, percentile, write_results
+from bench.common import ROOT, machine, percentile, rss_mb, stop_process, write_results
 from pipeline.cli import add_debug_flag, setup_logging
 from pipeline.endpoints import free_endpoint
 from pipeline.messages import Frame, StreamStart, StreamEnd
@@ -148,17 +148,6 @@ def scan(tag: str) -> dict[int, Seen]:
         elif "workers.sinks" in text:
             found[pid] = Seen(pid, "sink", "sink", None)
     return found
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MiB (None once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 class StatsListener(threading.Thread):
@@ -284,22 +273,11 @@ def run_chaos(args: argparse.Namespace, work: Path, replays: list[Path], videos:
         bar.close()
         if paused is not None:
             _signal(paused[0].pid, signal.SIGCONT)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGINT)
         run.exit_code = proc.returncode
         run.t_end = time.time()
         time.sleep(1.0)  # the outside sink takes the last records
-        sink.send_signal(signal.SIGTERM)
-        try:
-            sink.wait(15)
-        except subprocess.TimeoutExpired:
-            sink.kill()
-            sink.wait()
+        stop_process(sink, timeout=15)
         stats.stop.set()
         stats.join(5)
         time.sleep(0.5)

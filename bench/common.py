@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import subprocess
 from datetime import date
 from pathlib import Path
 from typing import Any, Iterable
@@ -62,3 +64,25 @@ def write_results(name: str, payload: dict[str, Any], path: str | Path | None = 
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {shown(path)}")
     return path
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB from ``/proc/PID/status`` (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Send ``sig`` to a running ``proc`` and wait for it; SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -41,7 +41,6 @@ import logging
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from bench.common import ROOT, RESULTS, machine, shown, write_results
+from bench.common import ROOT, RESULTS, machine, shown, stop_process, write_results
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.results import UNKNOWN
 from pipeline.settings import read_yaml
@@ -477,13 +476,7 @@ class ReplayRig:
     def close(self) -> None:
         self.sub.close()
         for proc in (self.worker, self.sink):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
 
 
 def replay_part(args: argparse.Namespace, model_names: list[str], workdir: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, RESULTS, machine, write_results
+from bench.common import ROOT, RESULTS, machine, rss_mb, write_results
 from pipeline.cli import add_debug_flag, setup_logging
 from pipeline.endpoints import free_endpoint
 from pipeline.messages import Frame, Person, StreamStart
@@ -52,17 +52,6 @@ from pipeline.transport import FrameSender, ResultSubscriber, SendTimeout
 
 log = logging.getLogger("bench.overload")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MiB from ``/proc/PID/status`` (None once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def sender_main(endpoint: str, stream: str, fps: float, queue_size: int, status: Any, stop: Any) -> None:
