@@ -43,8 +43,8 @@ class ContinualSTGCN(nn.Module):
     """One :class:`~stgcn.model.STGCN` (eval mode) stepped frame by frame, ``slots`` rows of state.
 
     :meth:`step` takes one normalised frame per row; :meth:`logits` reads the running pool of
-    a row (``None`` rows have no output yet); :meth:`flush` pads a clip's end like the regular
-    model does; :meth:`reset` empties rows (a new person).
+    each row (:meth:`ready` says which have an output yet); :meth:`flush` pads a clip's end like
+    the regular model does; :meth:`reset` empties rows (a new person).
     """
 
     def __init__(self, net: STGCN, window: int, slots: int = 8) -> None:
@@ -166,9 +166,10 @@ class ContinualSTGCN(nn.Module):
                 out, done = self._block(b, None, rows)
                 self._run(b + 1, out, done)  # after the last block: into the pool
 
-    def ready(self, rows: torch.Tensor) -> torch.Tensor:
-        """Which rows have a result (their last block produced at least one output)."""
-        return self._state["outputs"][rows] > 0
+    def ready(self, rows: torch.Tensor, outputs: int = 1) -> torch.Tensor:
+        """Which rows have a result: their last block produced at least ``outputs`` outputs (a pool
+        of a few outputs is mostly the zero state's left edge)."""
+        return self._state["outputs"][rows] >= outputs
 
     @torch.no_grad()
     def logits(self, rows: torch.Tensor, empty_slots: int = 0) -> torch.Tensor:
@@ -246,8 +247,8 @@ class Continual(nn.Module):
         for net in self.nets:
             net.flush(rows)
 
-    def ready(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.first.ready(rows)
+    def ready(self, rows: torch.Tensor, outputs: int = 1) -> torch.Tensor:
+        return self.first.ready(rows, outputs)
 
     @torch.no_grad()
     def logits(self, rows: torch.Tensor, empty_slots: int = 0) -> torch.Tensor:
@@ -262,14 +263,15 @@ class Continual(nn.Module):
         return self.first.next_frame(rows, recent)
 
     @torch.no_grad()
-    def clip(self, x: torch.Tensor, starts: torch.Tensor | None = None, empty_slots: int = 0
-             ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def clip(self, x: torch.Tensor, starts: torch.Tensor | None = None, empty_slots: int = 0,
+             outputs: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Normalised windows ``(N, C, T, V, M)`` stepped frame by frame (rows 0..N*M-1, reset
         first; persons averaged as in the regular model), each from its frame ``starts`` (default
         0: all of it). Returns the scores ``(N, K)`` and whether each window has an answer,
         ``live`` (at the last frame, as a live stream is answered) and ``flushed`` (the right
         padding added: with all frames stepped, the regular model's scores on the same windows).
-        ``empty_slots``: person slots of the regular model left empty besides the M given."""
+        ``empty_slots``: person slots of the regular model left empty besides the M given;
+        ``outputs``: the last block's outputs a live answer needs (:meth:`ContinualSTGCN.ready`)."""
         n, c, t, v, m = x.shape
         rows = torch.arange(n * m, device=x.device)
         self.ensure(n * m)
@@ -287,5 +289,5 @@ class Continual(nn.Module):
                 self.flush(rows)
             per_stream = torch.stack([net.logits(rows, empty_slots).view(n, m, -1).mean(dim=1) for net in self.nets])
             scores = per_stream[0] if len(self.nets) == 1 else fuse(per_stream, self.model.weights)
-            out[key] = (scores, self.ready(rows).view(n, m).any(dim=1))
+            out[key] = (scores, self.ready(rows, outputs if key == "live" else 1).view(n, m).any(dim=1))
         return out

@@ -6,8 +6,9 @@ Each person keeps a row of :class:`~stgcn.continual.Continual` state; only the f
 new since the person's last batch are stepped (one at stride 1), so a result costs a fraction of
 a window. The ring-buffer window re-synchronises a state: a new person, a new track id in the
 slot, or frames skipped under load are stepped from the window (a new person from their first
-frame in it). Until a person's last block has produced an output (:attr:`Continual.delay`
-frames), the regular model answers from the window, at most every ``warmup_stride`` frames.
+frame in it). Until a person's last block has produced ``ready_outputs`` outputs (the first
+after :attr:`Continual.delay` frames, then one every 4), the regular model answers from the
+window, at most every ``warmup_stride`` frames.
 """
 
 from __future__ import annotations
@@ -41,14 +42,20 @@ class _Person:
     answered_at: int = -1
 
 
+# Outputs of the last block a person's state needs before it answers: the first few outputs are
+# mostly the zero state's edge (measured on the test splits: docs/continual.md).
+READY_OUTPUTS = 12
+
+
 class ContinualEngine(Engine):
     """An :class:`Engine` whose results come from per-person continual state."""
 
     def __init__(self, weights: str | Path, device: str = "auto", *, streams: Sequence[str] | None = None,
-                 warmup_stride: int = 4) -> None:
+                 warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS) -> None:
         super().__init__(weights, device, streams=streams)
         self.continual = Continual(self.model, self.window)
         self.warmup_stride = int(warmup_stride)
+        self.ready_outputs = int(ready_outputs)
         self.people: dict[tuple[str, int], _Person] = {}
         self._free: list[int] = []
 
@@ -126,9 +133,8 @@ class ContinualEngine(Engine):
     def _warm_up(self, raw: torch.Tensor, people: list[_Person], rows: Sequence[RowKey], probs: torch.Tensor,
                  frames: torch.Tensor | None) -> None:
         """Rows whose state has no output yet get the regular model's answer (in place)."""
-        waiting = [i for i, ok in enumerate(self.continual.ready(torch.tensor([p.row for p in people],
-                                                                               device=self.device)).tolist())
-                   if not ok]
+        state = torch.tensor([p.row for p in people], device=self.device)
+        waiting = [i for i, ok in enumerate(self.continual.ready(state, self.ready_outputs).tolist()) if not ok]
         due = [i for i in waiting if people[i].answer is None
                or rows[i].seq - people[i].answered_at >= self.warmup_stride]
         if due:

@@ -38,11 +38,12 @@ def test_the_continual_engine_answers_as_the_window_engine(clip):
         probs, nxt = engine.submit(windows, rows)()
         ref, _ = regular(windows)
         agree += list(probs.argmax(1) == ref.argmax(1))
-        if t > 30 + engine.continual.delay:
+        if t >= engine.continual.delay + 4 * engine.ready_outputs:  # the people are there from frame 0
             late.append(np.abs(probs - ref).max())
         assert nxt.shape == (2, 3, 18, 1) and np.isfinite(nxt).all()
     assert np.mean(agree) >= 0.8, f"best class as the window engine's in {np.mean(agree):.0%} of windows"
-    assert late and max(late) < 0.5, "after the warm-up the answers are the state's own, close to the window's"
+    assert late and min(late) > 1e-4, "after the warm-up the answers are the state's own"
+    assert max(late) < 0.5, "and close to the window's"
 
 
 def test_a_batch_with_several_windows_of_one_person_equals_them_one_by_one(clip):
