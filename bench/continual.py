@@ -178,9 +178,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.weights, device=device).eval()
     window = int(model.config["window"])
     metrics = flop_table(model, window, device)
-    print(f"FLOPs: window of 300 frames {metrics['window_flops_w300'] / 1e9:.2f} G, continual step "
-          f"{metrics['continual_step_flops_mean'] / 1e6:.1f} M on average ({metrics['continual_step_flops_ratio_w300']:.0f}x), "
-          f"{metrics['continual_step_flops_max'] / 1e6:.1f} M at most; delay {metrics['delay_frames']} frames")
+    m = metrics
+    print(f"FLOPs: window of 300 frames {m['window_flops_w300'] / 1e9:.2f} G, continual step "
+          f"{m['continual_step_flops_mean'] / 1e6:.1f} M on average ({m['continual_step_flops_ratio_w300']:.0f}x), "
+          f"{m['continual_step_flops_max'] / 1e6:.1f} M at most; delay {m['delay_frames']} frames")
     batches = args.batches or ([1, 64, 256, 1024, 2048] if device.type == "cuda" else [1, 8])
     rows = time_table(model, window, batches, device, args.repeats)
     if args.eval_json:

@@ -73,8 +73,7 @@ class ContinualEngine(Engine):
         if person is None:
             row = self._free.pop() if self._free else len(self.people) + len(self._free)
             self.continual.ensure(row + 1)
-            person = self.people[(key.stream, key.slot)] = _Person(row, key.track, key.seq)
-            person.seq = -1 << 62  # nothing stepped yet
+            person = self.people[(key.stream, key.slot)] = _Person(row, key.track, seq=-1 << 62)  # nothing stepped
         return person
 
     def _plan(self, windows: np.ndarray, rows: Sequence[RowKey]) -> tuple[list[_Person], list[int]]:
@@ -132,7 +131,7 @@ class ContinualEngine(Engine):
 
     def _warm_up(self, raw: torch.Tensor, people: list[_Person], rows: Sequence[RowKey], probs: torch.Tensor,
                  frames: torch.Tensor | None) -> None:
-        """Rows whose state has no output yet get the regular model's answer (in place)."""
+        """Rows whose state cannot answer yet get the window form's answer (in place)."""
         state = torch.tensor([p.row for p in people], device=self.device)
         waiting = [i for i, ok in enumerate(self.continual.ready(state, self.ready_outputs).tolist()) if not ok]
         due = [i for i in waiting if people[i].answer is None

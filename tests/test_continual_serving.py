@@ -30,7 +30,7 @@ def test_continual_form_answers_every_frame_and_agrees_with_the_window_form(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc, cont = run(tmp_path, "continual", 1)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "continual) on cpu, stride 1" in proc.stderr, "the worker says which form serves"
+    assert "continual form) on cpu, stride 1" in proc.stderr, "the worker says which form serves"
     seqs = sorted(cont)
     assert seqs == list(range(min(window), 190)), \
         "a result for every frame of the 190-frame clip, from the window form's first (min_frames) on"

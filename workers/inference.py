@@ -242,7 +242,8 @@ class InferenceWorker:
         self.instruments.new_interval()
 
     def run(self) -> None:
-        log.info("inference worker %s ready: model %s (%s, %d classes, window %d, streams %s, %s) on %s, stride %d",
+        log.info("inference worker %s ready: model %s (%s, %d classes, window %d, streams %s, %s form) "
+                 "on %s, stride %d",
                  self.name, self.engine.layout, "predictor" if self.engine.predicts else "no predictor",
                  self.engine.num_class, self.rules.window, "+".join(self.engine.streams), self.engine.mode,
                  self.engine.device, self.rules.stride)
