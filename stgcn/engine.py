@@ -88,6 +88,7 @@ class Engine:
         self.joints = int(self.model.A.shape[-1])
         self.persons = int(persons or cfg["persons"])  # person slots of a sample (default: as trained)
         self.predicts = self.model.predictor is not None
+        self.history = self.model.predictor.history if self.predicts else 2  # frames the predictor reads
         self.open_set = OpenSet.from_config(cfg.get("open_set"))  # None: every top class stands
         cuda = self.device.type == "cuda"
         self.net = self.model
@@ -127,7 +128,7 @@ class Engine:
         return np.empty((n, *self.sample_shape), np.float32)
 
     def _prepare(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x, recent, p, _ = self.transform.prepare(raw)
+        x, recent, p, _ = self.transform.prepare(raw, history=self.history)
         return x, recent, p.center[..., -1, :], p.scale
 
     def _finish(self, logits: torch.Tensor, nxt: torch.Tensor | None, center: torch.Tensor,
@@ -142,7 +143,8 @@ class Engine:
         """Raw windows on the device -> probabilities (and next frames in raw units)."""
         x, recent, center, scale = self.prepare(raw)
         out = self.net(x, recent) if self.predicts else (self.net(x), None)
-        return self.finish(out[0], out[1], center, scale)
+        nxt = out[1] if out[1] is None or out[1].dim() == recent.dim() - 1 else out[1][:, :, 0]  # frame t+1
+        return self.finish(out[0], nxt, center, scale)
 
     def submit(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
         """Starts a batch; calling the result gives what :meth:`__call__` gives. On CUDA graphs it

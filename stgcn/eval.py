@@ -30,7 +30,7 @@ from .data import available_cpus, build_datasets, load_class_names, make_loader
 from .engine import pick_device
 from .streams import select_streams
 from .evaluation import (ClassMap, accuracy_by_source, evaluate_classification, evaluate_continual, evaluate_prediction,
-                         load_synonyms, map_classes)
+                         load_synonyms, map_classes, prediction_by_source)
 
 log = logging.getLogger("stgcn.eval")
 
@@ -110,6 +110,25 @@ def read_sources(data_dir: Path, split: str = "val") -> list[str] | None:
     return [str(s) for s in sources]
 
 
+def report_classification(metrics: dict[str, Any], cmap: ClassMap | None, data_labels: np.ndarray,
+                          labels: np.ndarray, correct: np.ndarray, sources: list[str] | None) -> None:
+    """Print the classification figures (and add the class map's and per-dataset ones to ``metrics``)."""
+    if cmap is not None:
+        for line in class_map_lines(cmap, data_labels):
+            print(line)
+        known = labels >= 0
+        metrics.update(class_map=cmap.as_dict(), missing_samples=int((~known).sum()),
+                       top1_known=float(correct[known].mean()) if known.any() else 0.0)
+    print(f"top-1 {100 * metrics['top1']:.2f} %  top-5 {100 * metrics['top5']:.2f} %  ({metrics['samples']} samples)")
+    if cmap is not None and metrics["missing_samples"]:
+        print(f"top-1 on the {metrics['samples'] - metrics['missing_samples']} samples of classes the model has: "
+              f"{100 * metrics['top1_known']:.2f} %")
+    if sources is not None:
+        metrics["per_dataset"] = accuracy_by_source(correct, sources)
+        print("per dataset: " + ", ".join(f"{k} {100 * v['top1']:.2f} % ({v['samples']})"
+                                          for k, v in metrics["per_dataset"].items()))
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model = select_streams(load_model(args.weights, device=device), args.streams)
@@ -127,20 +146,21 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         cmap = map_classes(load_class_names(d / "class_names.txt"), names, load_synonyms(synonyms_path(args.synonyms)))
         cfg.pop("class_names", None)  # the data's labels index its own classes
     datasets = build_datasets(cfg, splits=("val",))
-    val = datasets["val"]
-    data_labels = val.labels
-    if cmap is not None:
-        if len(data_labels) and data_labels.max() >= len(cmap.data_names):
-            raise ValueError(f"{val.label_path}: label {int(data_labels.max())} but {d / 'class_names.txt'} "
-                             f"names {len(cmap.data_names)} classes")
-        val.labels = cmap.index[data_labels]
     sources = read_sources(d) if d is not None else None
     metrics: dict[str, Any] = {"weights": str(args.weights)}
-    correct = np.zeros(len(val), bool)
-    cls_loader = make_loader(val, args.batch_size, shuffle=False, workers=args.workers)
-    metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], amp=args.amp,
-                                           progress=True, correct=correct))
-    if args.continual:
+    val = datasets.get("val")  # none for a model trained only to predict
+    if val is not None:
+        data_labels = val.labels
+        if cmap is not None:
+            if len(data_labels) and data_labels.max() >= len(cmap.data_names):
+                raise ValueError(f"{val.label_path}: label {int(data_labels.max())} but {d / 'class_names.txt'} "
+                                 f"names {len(cmap.data_names)} classes")
+            val.labels = cmap.index[data_labels]
+        correct = np.zeros(len(val), bool)
+        cls_loader = make_loader(val, args.batch_size, shuffle=False, workers=args.workers)
+        metrics.update(evaluate_classification(model, cls_loader, device, serve["model"]["num_class"], amp=args.amp,
+                                               progress=True, correct=correct))
+    if args.continual and val is not None:
         hits = {mode: np.zeros(len(val), bool) for mode in ("live", "clip", "served")}
         metrics["continual"] = evaluate_continual(model, cls_loader, device,
                                                   int(model.config.get("window") or serve["window"]), hits, True,
@@ -150,21 +170,13 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
                 m["per_dataset"] = accuracy_by_source(hits[mode], sources)
     if model.predictor is not None and "val_next" in datasets:
         nxt = make_loader(datasets["val_next"], args.batch_size, shuffle=False, workers=args.workers)
-        metrics.update(evaluate_prediction(model, nxt, device, serve["model"]["coords"], progress=True))
-    if cmap is not None:
-        for line in class_map_lines(cmap, data_labels):
-            print(line)
-        known = val.labels >= 0
-        metrics.update(class_map=cmap.as_dict(), missing_samples=int((~known).sum()),
-                       top1_known=float(correct[known].mean()) if known.any() else 0.0)
-    print(f"top-1 {100 * metrics['top1']:.2f} %  top-5 {100 * metrics['top5']:.2f} %  ({metrics['samples']} samples)")
-    if cmap is not None and metrics["missing_samples"]:
-        print(f"top-1 on the {metrics['samples'] - metrics['missing_samples']} samples of classes the model has: "
-              f"{100 * metrics['top1_known']:.2f} %")
-    if sources is not None:
-        metrics["per_dataset"] = accuracy_by_source(correct, sources)
-        print("per dataset: " + ", ".join(f"{k} {100 * v['top1']:.2f} % ({v['samples']})"
-                                          for k, v in metrics["per_dataset"].items()))
+        per_sample: dict[str, np.ndarray] = {}
+        metrics.update(evaluate_prediction(model, nxt, device, serve["model"]["coords"], progress=True,
+                                           per_sample=per_sample))
+        if sources is not None:
+            metrics["prediction_per_dataset"] = prediction_by_source(per_sample, sources)
+    if val is not None:
+        report_classification(metrics, cmap, data_labels, val.labels, correct, sources)
     for mode, m in metrics.get("continual", {}).items():
         per = "".join(f", {k} {100 * v['top1']:.2f} %" for k, v in m.get("per_dataset", {}).items())
         print(f"continual ({mode}): top-1 {100 * m['top1']:.2f} %{per}; {100 * m['answered']:.1f} % answered "
@@ -172,10 +184,17 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     if "mpjpe" in metrics:
         print(f"next-frame MPJPE {metrics['mpjpe']:.5f}  zero-velocity {metrics['mpjpe_zero_velocity']:.5f}  "
               f"constant-velocity {metrics['mpjpe_constant_velocity']:.5f}  "
-              f"({100 * metrics['improvement_vs_zero_velocity']:.1f} % below zero-velocity)")
-    print("weakest classes: " + weakest_classes(metrics["confusion"], names))
+              f"({100 * metrics['improvement_vs_zero_velocity']:.1f} % below zero-velocity; window-local units)")
+        h = metrics["horizons"]
+        if len(h["frames"]) > 1:
+            print("frames ahead: " + ", ".join(f"{f}: {100 * i:.0f} %" for f, i in
+                                               zip(h["frames"], h["improvement_vs_zero_velocity"])) + " below zero-velocity")
+        for name, m in metrics.get("prediction_per_dataset", {}).items():
+            print(f"  {name}: next-frame {100 * m['improvement_vs_zero_velocity']:.1f} % below zero-velocity")
+    if "confusion" in metrics:
+        print("weakest classes: " + weakest_classes(metrics["confusion"], names))
     png = args.confusion or (str(Path(args.json).with_suffix(".png")) if args.json else None)
-    if png:
+    if png and "confusion" in metrics:
         try:
             save_confusion_png(metrics["confusion"], names, Path(png), f"top-1 {100 * metrics['top1']:.1f} %")
             print(f"confusion matrix: {png}")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.settings import read_yaml
 
-from .predictor import constant_velocity, mpjpe, zero_velocity
+from .predictor import constant_velocity, present, zero_velocity
 from .streams import MultiStream
 
 
@@ -63,30 +63,85 @@ def evaluate_classification(model: torch.nn.Module, loader: DataLoader, device: 
             "samples": total}
 
 
+GUESSES = ("mpjpe", "mpjpe_zero_velocity", "mpjpe_constant_velocity")
+
+
+def _frame_errors(guess: torch.Tensor, target: torch.Tensor, coords: int, scale: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample: the summed joint errors in local units and in the data's units (local units
+    times the window's ``scale`` (N, M)), and the joints counted (present in both frames)."""
+    mask = present(guess, coords) & present(target, coords)  # (N, V, M)
+    err = torch.sqrt(((guess[:, :coords] - target[:, :coords]) ** 2).sum(1)) * mask
+    return err.sum((1, 2)), (err * scale[:, None, :]).sum((1, 2)), mask.sum((1, 2))
+
+
 @torch.no_grad()
 def evaluate_prediction(model: torch.nn.Module, loader: DataLoader, device: torch.device, coords: int,
-                        amp: bool = True, progress: bool = False) -> dict[str, float]:
-    """MPJPE of the predictor beside the zero- and constant-velocity baselines (window-local units)."""
+                        amp: bool = True, progress: bool = False,
+                        per_sample: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """MPJPE of the predictor beside the zero- and constant-velocity baselines, for each frame
+    ahead it predicts. The top-level keys are one frame ahead in window-local units (the
+    window's scale: torso lengths for ``person_centric``); ``horizons`` has every frame ahead in
+    local units and ``horizons_data_units`` in the data's own units (metres for Kinect, image
+    fractions for 2D sets). ``per_sample``, if given, receives per sample and frame ahead
+    ``<guess>`` and ``<guess>_data_units`` error sums and ``joints`` counts ``(N, H)`` arrays
+    (by ``batch["index"]``), for sums over any subset (e.g. per source data set)."""
     model = model.first if isinstance(model, MultiStream) else model  # the joint stream holds the head
     model.eval()
-    sums = {"mpjpe": 0.0, "mpjpe_zero_velocity": 0.0, "mpjpe_constant_velocity": 0.0}
-    count = 0
+    horizon = getattr(model.predictor, "horizon", 1)
+    sums = {k: np.zeros(horizon) for k in GUESSES}
+    raw = {k: np.zeros(horizon) for k in GUESSES}
+    counts = np.zeros(horizon)
     for batch in tqdm(loader, desc="eval-next", leave=False, disable=not progress):
-        x, recent, target = (batch[k].to(device, non_blocking=True) for k in ("x", "recent", "target"))
+        x, recent, target, scale = (batch[k].to(device, non_blocking=True) for k in ("x", "recent", "target", "scale"))
         with autocast(device, amp):
             _, pred = model(x, recent)
         pred = pred.float()
-        for key, guess in (("mpjpe", pred), ("mpjpe_zero_velocity", zero_velocity(recent)),
-                           ("mpjpe_constant_velocity", constant_velocity(recent, coords))):
-            # every guess keeps the last frame's joints, so all are scored on the same joints
-            total, n = mpjpe(guess, target, coords, reduce=False)
-            sums[key] += float(total)
-            if key == "mpjpe":
-                count += int(n)
-    out = {k: v / max(count, 1) for k, v in sums.items()}
-    zv = out["mpjpe_zero_velocity"]
-    out["improvement_vs_zero_velocity"] = 1 - out["mpjpe"] / zv if zv > 0 else 0.0
-    out["joints"] = count
+        if pred.dim() == recent.dim() - 1:  # one frame ahead
+            pred, target = pred[:, :, None], target[:, :, None]
+        last = zero_velocity(recent)
+        velocity = constant_velocity(recent, coords) - last  # zero where a joint was absent before
+        index = np.asarray(batch["index"])
+        for h in range(horizon):
+            guesses = (pred[:, :, h], last, last + (h + 1) * velocity)
+            for key, guess in zip(GUESSES, guesses):
+                local, data_units, n = (t.cpu().numpy() for t in _frame_errors(guess, target[:, :, h], coords, scale))
+                sums[key][h] += local.sum()
+                raw[key][h] += data_units.sum()
+                if per_sample is not None:
+                    per_sample.setdefault(key, np.zeros((len(loader.dataset), horizon)))[index, h] = local
+                    per_sample.setdefault(f"{key}_data_units", np.zeros((len(loader.dataset), horizon)))[index, h] = data_units
+                    per_sample.setdefault("joints", np.zeros((len(loader.dataset), horizon)))[index, h] = n
+            counts[h] += n.sum()
+    return prediction_summary(sums, raw, counts)
+
+
+def prediction_summary(sums: dict[str, np.ndarray], raw: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, Any]:
+    """Mean errors per frame ahead from error sums and joint counts (see :func:`evaluate_prediction`)."""
+    n = np.maximum(counts, 1)
+    local = {k: sums[k] / n for k in GUESSES}
+    zv = local["mpjpe_zero_velocity"]
+    improvement = np.where(zv > 0, 1 - local["mpjpe"] / np.where(zv > 0, zv, 1), 0.0)
+    out: dict[str, Any] = {k: float(v[0]) for k, v in local.items()}
+    out["improvement_vs_zero_velocity"] = float(improvement[0])
+    out["joints"] = int(counts[0])
+    out["horizons"] = {"frames": list(range(1, len(counts) + 1)), **{k: v.tolist() for k, v in local.items()},
+                       "improvement_vs_zero_velocity": improvement.tolist()}
+    out["horizons_data_units"] = {k: (raw[k] / n).tolist() for k in GUESSES}
+    return out
+
+
+def prediction_by_source(per_sample: dict[str, np.ndarray], sources: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """:func:`prediction_summary` per source data set, from :func:`evaluate_prediction`'s ``per_sample``."""
+    if len(sources) != len(per_sample["joints"]):
+        raise ValueError(f"sources name {len(sources)} samples, the data holds {len(per_sample['joints'])}")
+    src = np.asarray(sources)
+    out = {}
+    for name in dict.fromkeys(sources):
+        pick = src == name
+        out[name] = prediction_summary({k: per_sample[k][pick].sum(0) for k in GUESSES},
+                                       {k: per_sample[f"{k}_data_units"][pick].sum(0) for k in GUESSES},
+                                       per_sample["joints"][pick].sum(0))
     return out
 
 

@@ -3,8 +3,9 @@
     python -m stgcn.export --weights CKPT --onnx OUT [--window T] [--opset N] [--no-check]
 
 Inputs ``x`` (N, C, T, V, M) and, for a checkpoint with the next-frame head, ``recent``
-(N, C, 2, V, M), both in model coordinates (what ``transform.prepare`` gives); outputs
-``logits`` (N, num_class) and ``next_frame`` (N, C, V, M). The batch axis is dynamic, T is fixed
+(N, C, K, V, M) (its last K = ``predictor_history`` frames, 2 for the original head), both in
+model coordinates (what ``transform.prepare`` gives); outputs ``logits`` (N, num_class) and
+``next_frame`` (N, C, V, M), or (N, C, H, V, M) for a head that predicts H frames ahead. The batch axis is dynamic, T is fixed
 (the checkpoint's window unless ``--window``). The check runs real skeleton windows (UTD-MHAD
 from ``shared/data`` unless ``--check-data``) through both runtimes at batch 1 and batch
 ``--check-batch`` and reports the largest relative error: max |onnx - torch| over max |torch|,
@@ -79,7 +80,7 @@ def export_onnx(model: STGCN, path: str | os.PathLike, window: int, opset: int =
     c, v = model.data_bn.num_features // model.A.shape[-1], model.A.shape[-1]
     args: tuple[torch.Tensor, ...] = (torch.zeros(2, c, window, v, persons),)
     if model.predictor is not None:
-        args += (torch.zeros(2, c, 2, v, persons),)
+        args += (torch.zeros(2, c, model.predictor.history, v, persons),)
     batch = torch.export.Dim("batch", min=1)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -172,7 +173,8 @@ def check_inputs(model: STGCN, window: int, count: int = 8, source: str | os.Pat
     if clips[0].shape[0] != channels:
         raise ValueError(f"{src}: {clips[0].shape[0]} channels, the model reads {channels}")
     raw = _windows_from_clips(clips, window, count)
-    x, recent, _, _ = build_transform(model.config.get("normalisation"), layout).prepare(raw)
+    history = model.predictor.history if model.predictor is not None else 2
+    x, recent, _, _ = build_transform(model.config.get("normalisation"), layout).prepare(raw, history=history)
     inputs = {"x": np.ascontiguousarray(x, np.float32)}
     if model.predictor is not None:
         inputs["recent"] = np.ascontiguousarray(recent, np.float32)

@@ -78,57 +78,68 @@ class STGCNBlock(nn.Module):
 
 
 class NextFramePredictor(nn.Module):
-    """Predicts frame t+1 as a residual over frame t, per joint and person.
+    """Decodes the coming frames as offsets from frame t, per joint and person.
 
     Reads the backbone's features at the last time step (a receptive field over the recent
-    past of the whole body) plus the last two frames in window-local coordinates (position
-    and velocity), through a small per-joint MLP. Confidence channels are carried over.
+    past of the whole body) plus the last ``history`` frames in window-local coordinates (the
+    last position and its displacement from each earlier frame: enough to smooth a noisy
+    track or extrapolate a smooth one), through a small per-joint MLP shared by the joints.
+    It outputs ``horizon`` frames t+1..t+H as offsets from frame t; confidence channels are
+    carried over from frame t. ``history=2, horizon=1`` is the original next-frame head.
     """
 
     def __init__(self, feat_channels: int, in_channels: int, coords: int, hidden: int = 128,
-                 step: float = 0.02) -> None:
+                 step: float = 0.02, horizon: int = 1, history: int = 2) -> None:
         super().__init__()
-        self.coords = coords
+        if horizon < 1 or history < 2:
+            raise ValueError(f"predictor horizon {horizon} must be >= 1 and history {history} >= 2")
+        self.coords, self.horizon, self.history = coords, int(horizon), int(history)
         # Frame-to-frame motion is a few hundredths of the input's scale: outputs are scaled so
-        # that the head trains at the backbone's learning rate.
-        self.step = step
+        # that the head trains at the backbone's learning rate (h frames ahead: h steps).
+        self.register_buffer("step", step * torch.arange(1, self.horizon + 1, dtype=torch.float32), persistent=False)
+        width = feat_channels + history * in_channels
         self.net = nn.Sequential(
-            nn.BatchNorm1d(feat_channels + 2 * in_channels),  # features and coordinates on one scale
-            nn.Conv1d(feat_channels + 2 * in_channels, hidden, 1),
+            nn.BatchNorm1d(width),  # features and coordinates on one scale
+            nn.Conv1d(width, hidden, 1),
             nn.ReLU(inplace=True),
             nn.Conv1d(hidden, hidden, 1),
             nn.ReLU(inplace=True),
-            nn.Conv1d(hidden, coords, 1),
+            nn.Conv1d(hidden, coords * self.horizon, 1),
         )
         nn.init.zeros_(self.net[-1].weight)  # start at the zero-velocity baseline
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, feat: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
-        """``feat`` (N*M, F, V) and ``recent`` (N, C, 2, V, M) -> next frame (N, C, V, M)."""
-        n, c, _, v, m = recent.shape
+        """``feat`` (N*M, F, V) and ``recent`` (N, C, K, V, M), K >= ``history`` -> the next frame
+        (N, C, V, M), or the next ``horizon`` frames (N, C, H, V, M) when it is above 1."""
+        recent = recent[:, :, -self.history:]
+        n, c, k, v, m = recent.shape
         last = recent[:, :, -1]
-        vel = last - recent[:, :, -2]
-        r = torch.cat([last, vel], dim=1).permute(0, 3, 1, 2).reshape(n * m, 2 * c, v)
-        delta = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1)) * self.step  # (N*M, coords, V)
-        delta = delta.view(n, m, self.coords, v).permute(0, 2, 3, 1).to(last.dtype)
+        moves = last[:, :, None] - recent[:, :, :-1]  # (N, C, K-1, V, M): displacement since each frame
+        r = torch.cat([last[:, :, None], moves], dim=2).permute(0, 4, 2, 1, 3).reshape(n * m, k * c, v)
+        delta = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, H*coords, V)
+        delta = delta.view(n, m, self.horizon, self.coords, v).permute(0, 3, 2, 4, 1).to(last.dtype)
+        delta = delta * self.step.to(last.dtype)[:, None, None]
         present = (last[:, -1:] > 0) if c > self.coords else (last != 0).any(dim=1, keepdim=True)
-        out = last.clone()
-        out[:, : self.coords] = torch.where(present, last[:, : self.coords] + delta, last[:, : self.coords])
-        return out
+        out = last[:, :, None].repeat(1, 1, self.horizon, 1, 1)
+        moved = last[:, : self.coords, None] + delta
+        out[:, : self.coords] = torch.where(present[:, :, None], moved, out[:, : self.coords])
+        return out[:, :, 0] if self.horizon == 1 else out
 
 
 class STGCN(nn.Module):
     """Spatial temporal graph convolutional network (Yan et al., AAAI 2018).
 
     Input ``(N, C, T, V, M)``; ``forward(x)`` returns logits ``(N, num_class)``;
-    ``forward(x, recent)`` with the last two frames in local coordinates ``(N, C, 2, V, M)``
-    also returns the predicted next frame ``(N, C, V, M)``.
+    ``forward(x, recent)`` with the last frames in local coordinates ``(N, C, K, V, M)`` (K at
+    least ``predictor_history``) also returns the predicted next frame ``(N, C, V, M)``, or the
+    next ``predictor_horizon`` frames ``(N, C, H, V, M)`` when it is above 1.
     """
 
     def __init__(self, in_channels: int = 3, num_class: int = 400, graph_args: dict | None = None,
                  edge_importance_weighting: bool = True, dropout: float = 0.0,
                  predictor: bool = False, coords: int | None = None, predictor_hidden: int = 128,
-                 predictor_detach: bool = False) -> None:
+                 predictor_detach: bool = False, predictor_horizon: int = 1, predictor_history: int = 2) -> None:
         super().__init__()
         graph_args = dict(graph_args or {"layout": "openpose", "strategy": "spatial"})
         self.graph = Graph(**graph_args)
@@ -151,7 +162,8 @@ class STGCN(nn.Module):
         self.predictor_detach = predictor_detach  # train the head on the classifier's features, not into them
         if predictor:
             coords = coords if coords is not None else in_channels
-            self.predictor = NextFramePredictor(c_in, in_channels, coords, predictor_hidden)
+            self.predictor = NextFramePredictor(c_in, in_channels, coords, predictor_hidden,
+                                                horizon=predictor_horizon, history=predictor_history)
 
     @property
     def channels_last(self) -> bool:

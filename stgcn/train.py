@@ -132,9 +132,13 @@ def train_step(net: torch.nn.Module, batches: tuple[dict, ...], optimizer: torch
 
 
 def predictor_loss(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor, coords: int) -> torch.Tensor:
-    """Mean Euclidean error over joints present in the target and the last frame (MPJPE as a loss)."""
-    mask = present(target, coords) & present(last, coords)
-    err = torch.sqrt(((pred[:, :coords] - target[:, :coords]) ** 2).sum(1) + 1e-12)
+    """Mean Euclidean error over joints present in the target and the last frame (MPJPE as a
+    loss), over every frame ahead when ``pred`` and ``target`` hold several ``(N, C, H, V, M)``."""
+    if pred.dim() == last.dim():
+        pred, target = pred[:, :, None], target[:, :, None]
+    pred, target = pred.movedim(1, 2), target.movedim(1, 2)  # (N, H, C, V, M): frames of (C, V, M)
+    mask = present(target, coords) & present(last, coords)[:, None]
+    err = torch.sqrt(((pred[:, :, :coords] - target[:, :, :coords]) ** 2).sum(2) + 1e-12)
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -297,7 +301,7 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
             if "val_next" in datasets and evaluated:
                 metrics.update({f"val_{k}": v for k, v in evaluate_prediction(
                     final, make_loader(datasets["val_next"], batch, False, workers), device, coords, amp).items()
-                    if k != "joints"})
+                    if isinstance(v, float)})
             score = metrics.get("val_top1", -metrics.get("val_mpjpe", 0.0))
             improved = evaluated and (best is None or score > best)
             best = score if improved else best

@@ -135,19 +135,26 @@ class Transform:
         return x, p
 
     @_numpy_in_numpy_out
-    def prepare(self, raw: Array, next_frame: Array | None = None
+    def prepare(self, raw: Array, next_frame: Array | None = None, history: int = 2
                 ) -> tuple[Array, Array, Params, Array | None]:
         """Everything the model reads for a raw window ``(..., C, T, V, M)`` ending at frame t.
 
-        Returns the normalised window, the last two frames in *window-local* coordinates
+        Returns the normalised window, its last ``history`` frames in *window-local* coordinates
         (one translation, the center of frame t, and the window's scale, so motion of the
-        whole body is kept), the parameters, and ``next_frame`` (frame t+1, ``(..., C, V, M)``)
-        in the same local coordinates when given: the next-frame predictor's input and target.
+        whole body is kept), the parameters, and ``next_frame`` in the same local coordinates
+        when given: frame t+1 ``(..., C, V, M)`` or frames t+1..t+H ``(..., C, H, V, M)``, the
+        predictor's target.
         """
         x, p = self.apply(raw)
         ref = p.center[..., :, -1, :]
-        recent = torch.stack([self.to_local(raw[..., :, t, :, :], ref, p.scale) for t in (-2, -1)], dim=-3)
-        target = None if next_frame is None else self.to_local(next_frame, ref, p.scale)
+        recent = torch.stack([self.to_local(raw[..., :, t, :, :], ref, p.scale) for t in range(-history, 0)], dim=-3)
+        target = None
+        if next_frame is not None:
+            if next_frame.dim() == raw.dim():  # several frames ahead
+                target = torch.stack([self.to_local(next_frame[..., :, h, :, :], ref, p.scale)
+                                      for h in range(next_frame.shape[-3])], dim=-3)
+            else:
+                target = self.to_local(next_frame, ref, p.scale)
         return x, recent, p, target
 
     def _frame_mask(self, frame: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,12 @@ enough history.
   (``random_choose``, ``idle_pad``, ``random_shift`` with the window = the array length),
   else a random ``window``-frame crop of a longer clip, or the clip right-aligned;
 - ``next_frame``: an end frame t drawn uniformly among frames where t-1, t and t+1 all hold
-  a skeleton; the window is frames t-W+1..t right-aligned and the target is frame t+1, both
-  through ``transform.prepare`` (eval mode draws t from a generator seeded by
-  ``(seed, index)``, so the choice is the same every epoch).
+  a skeleton (and t+H, with a ``horizon`` H, where the clip has such frames); the window is
+  frames t-W+1..t right-aligned and the target is frame t+1 (frames t+1..t+H, zeros past the
+  clip's end), both through ``transform.prepare`` with the last ``history`` frames as the
+  predictor's input; ``scale`` is the window's scale (local units to the data's units). Eval
+  mode draws t from a generator seeded by ``(seed, index)``, so the choice is the same every
+  epoch.
 
 Random numbers: the main process uses ``default_rng(seed)``; a DataLoader worker uses a
 generator seeded by ``(torch worker seed, seed)``, which differs per worker and per epoch
@@ -133,7 +136,8 @@ class SkeletonDataset(Dataset):
 
     def __init__(self, data_path: str | os.PathLike, label_path: str | os.PathLike, *, window: int | None = None,
                  transform: Transform | str | dict | None = None, layout: str | dict | Layout = "openpose",
-                 augment: dict | None = None, next_frame: bool = False, mmap: bool = True, seed: int | None = None,
+                 augment: dict | None = None, next_frame: bool = False, horizon: int = 1, history: int = 2,
+                 mmap: bool = True, seed: int | None = None,
                  class_names: str | os.PathLike | Sequence[str] | None = None,
                  source_format: str = "raw") -> None:
         self.data_path = str(data_path)
@@ -179,8 +183,11 @@ class SkeletonDataset(Dataset):
         self.augment: Augment | None = build_augment(augment, self.layout, self.num_classes, self.class_names,
                                                      window=self.window)
         self.next_frame = bool(next_frame)
+        self.horizon, self.history = int(horizon), int(history)
         if self.next_frame and self.window < 2:
             raise ValueError("next_frame needs window >= 2 (the last two frames are the predictor's input)")
+        if self.next_frame and not 2 <= self.history <= self.window:
+            raise ValueError(f"predictor history {self.history} must be 2..window ({self.window})")
         self.mmap = bool(mmap)
         self.seed = seed
         self._arr: np.ndarray | None = None
@@ -255,10 +262,11 @@ class SkeletonDataset(Dataset):
             x, placed = self.augment.apply(x, label, rng)
         item: dict[str, Any] = {"label": torch.tensor(label, dtype=torch.int64), "index": i}
         if self.next_frame:
-            win, after = next_frame_window(x, self.window, rng)
-            xn, recent, _params, target = self.transform.prepare(win, next_frame=after)
+            win, after = next_frame_window(x, self.window, rng, horizon=self.horizon)
+            xn, recent, params, target = self.transform.prepare(win, next_frame=after, history=self.history)
             item["recent"] = torch.from_numpy(np.ascontiguousarray(recent, dtype=np.float32))
             item["target"] = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))
+            item["scale"] = torch.from_numpy(np.ascontiguousarray(params.scale, dtype=np.float32))
         else:
             if placed and x.shape[1] == self.window:
                 win = x
@@ -299,11 +307,16 @@ def next_frame_ends(x: np.ndarray) -> np.ndarray:
     return np.flatnonzero(ok) + 1
 
 
-def next_frame_window(x: np.ndarray, window: int, rng: np.random.Generator,
-                      t: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(window (C, W, V, M), frame t+1 (C, V, M))`` for an end frame t (drawn when not given)."""
+def next_frame_window(x: np.ndarray, window: int, rng: np.random.Generator, t: int | None = None,
+                      horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``(window (C, W, V, M), frame t+1 (C, V, M))`` for an end frame t (drawn when not given);
+    with ``horizon`` H above 1 the second is frames t+1..t+H ``(C, H, V, M)``, zeros past the end."""
     if t is None:
         ends = next_frame_ends(x)
+        if horizon > 1 and len(ends):
+            nz = np.any(x != 0, axis=(0, 2, 3))
+            whole = ends[(ends + horizon < len(nz)) & nz[np.minimum(ends + horizon, len(nz) - 1)]]
+            ends = whole if len(whole) else ends
         if len(ends):
             t = int(rng.choice(ends))
         else:  # fewer than three consecutive frames: the last pair there is
@@ -313,5 +326,7 @@ def next_frame_window(x: np.ndarray, window: int, rng: np.random.Generator,
     win = np.zeros((c, window) + x.shape[2:], np.float32)
     lo = max(0, t - window + 1)
     win[:, window - (t + 1 - lo):] = x[:, lo:t + 1]
-    after = x[:, t + 1].copy() if t + 1 < total else np.zeros((c,) + x.shape[2:], np.float32)
-    return win, after
+    after = np.zeros((c, horizon) + x.shape[2:], np.float32)
+    ahead = x[:, t + 1:t + 1 + horizon]
+    after[:, :ahead.shape[1]] = ahead
+    return win, (after[:, 0] if horizon == 1 else after)

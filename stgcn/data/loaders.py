@@ -51,7 +51,8 @@ def build_datasets(cfg: dict, splits: tuple[str, ...] = ("train", "val"), seed: 
         if predictor:
             aug_next = data.get("augment_next", augment) if split == "train" else None
             out[f"{split}_next"] = SkeletonDataset(data[split]["data"], data[split]["label"], augment=aug_next,
-                                                   next_frame=True, **common)
+                                                   next_frame=True, horizon=cfg["model"].get("predictor_horizon", 1),
+                                                   history=cfg["model"].get("predictor_history", 2), **common)
     return out
 
 

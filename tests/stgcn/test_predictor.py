@@ -59,3 +59,66 @@ def test_predictor_head_shapes_and_zero_velocity_start():
     torch.testing.assert_close(moved[:, 2], recent[:, 2, -1]), "confidence is carried over"
     with pytest.raises(RuntimeError, match="no next-frame predictor"):
         STGCN(3, 6)(x, recent)
+
+
+def test_predictor_head_over_several_frames_ahead():
+    model = STGCN(3, 6, {"layout": "openpose"}, predictor=True, coords=2, predictor_horizon=4,
+                  predictor_history=5).eval()
+    x = torch.randn(2, 3, 40, 18, 1)
+    recent = torch.rand(2, 3, 7, 18, 1)  # more frames than the head reads: the last 5 count
+    recent[:, 2, :, 5] = 0
+    with torch.no_grad():
+        _, ahead = model(x, recent)
+        assert ahead.shape == (2, 3, 4, 18, 1)
+        torch.testing.assert_close(ahead, recent[:, :, -1:].expand(-1, -1, 4, -1, -1))
+        model.predictor.net[-1].bias.fill_(0.1)
+        _, moved = model(x, recent)
+    for h in range(4):  # offsets grow with the frames ahead
+        torch.testing.assert_close(moved[:, :2, h, 0], recent[:, :2, -1, 0] + 0.1 * 0.02 * (h + 1))
+    torch.testing.assert_close(moved[:, :2, :, 5], recent[:, :2, -1:, 5].expand(-1, -1, 4, -1))
+    with pytest.raises(ValueError, match="history"):
+        STGCN(3, 6, predictor=True, predictor_history=1)
+
+
+def _linear_motion_set(tmp_path, frames: int = 40):
+    """Two clips of one person translating at a constant pixel speed (image fractions)."""
+    rng = np.random.default_rng(0)
+    data = np.zeros((2, 3, 60, 18, 1), np.float32)
+    for i in range(2):
+        base = rng.uniform(0.3, 0.7, (2, 18))
+        base[:, 1] = [0.5, 0.3]  # neck
+        base[:, 8], base[:, 11] = [0.45, 0.6], [0.55, 0.6]  # hips: a torso to scale by
+        t = np.arange(frames)
+        data[i, :2, :frames, :, 0] = base[:, None, :] + np.array([0.004, -0.002])[:, None, None] * t[None, :, None]
+        data[i, 2, :frames, :, 0] = 1.0
+    np.save(tmp_path / "val_data.npy", data)
+    import pickle
+    with open(tmp_path / "val_label.pkl", "wb") as f:
+        pickle.dump((["a", "b"], [0, 1]), f)
+
+
+def test_targets_and_baselines_several_frames_ahead(tmp_path):
+    from stgcn.data import SkeletonDataset, make_loader
+    from stgcn.evaluation import evaluate_prediction
+
+    _linear_motion_set(tmp_path)
+    ds = SkeletonDataset(tmp_path / "val_data.npy", tmp_path / "val_label.pkl", window=16,
+                         transform="person_centric", next_frame=True, horizon=5, history=4, seed=0)
+    item = ds[0]
+    assert item["recent"].shape == (3, 4, 18, 1) and item["target"].shape == (3, 5, 18, 1)
+    step = item["recent"][:2, -1] - item["recent"][:2, -2]
+    for h in range(5):  # local coordinates keep the constant motion
+        torch.testing.assert_close(item["target"][:2, h] - item["recent"][:2, -1], (h + 1) * step, atol=1e-5, rtol=0)
+    model = STGCN(3, 2, {"layout": "openpose"}, predictor=True, coords=2, predictor_horizon=5,
+                  predictor_history=4).eval()
+    per_sample: dict = {}
+    m = evaluate_prediction(model, make_loader(ds, 2, False, 0), torch.device("cpu"), 2, per_sample=per_sample)
+    h = m["horizons"]
+    assert h["frames"] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(h["mpjpe_constant_velocity"], 0, atol=1e-5)  # exact on straight lines
+    np.testing.assert_allclose(h["mpjpe"], h["mpjpe_zero_velocity"], rtol=1e-6)  # a fresh head repeats frame t
+    zv = np.asarray(h["mpjpe_zero_velocity"])
+    np.testing.assert_allclose(zv / zv[0], np.arange(1, 6), rtol=1e-4)  # error grows with the frames ahead
+    # in the data's units: 0.004 and -0.002 per frame
+    np.testing.assert_allclose(m["horizons_data_units"]["mpjpe_zero_velocity"][0], np.hypot(0.004, 0.002), rtol=1e-4)
+    assert per_sample["joints"].shape == (2, 5) and per_sample["joints"][:, 0].sum() == m["joints"]
