@@ -95,6 +95,7 @@ def build_workers(args: argparse.Namespace, frames_eps: list[str], results_eps: 
                             ("--stride", args.stride), ("--form", args.form), ("--record", record_dir)):
             if value is not None:
                 inference += [flag, str(value)]
+        inference += ["--future"] if args.future else []
         workers.append(Worker(name, inference))
     taken: set[str] = set()
     sources = [("camera", str(c)) for c in args.camera] + [("video", v) for v in args.video] + \
@@ -271,6 +272,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--form", choices=("window", "continual"),
                    help="window: each result from its whole window; continual: per-person state, only the new "
                         "frames (docs/continual.md; default per device in the config)")
+    p.add_argument("--future", action="store_true",
+                   help="results (and the annotated video) carry each person's predicted frames up to the model's "
+                        "horizon, not only the next one")
     p.add_argument("--realtime", action="store_true",
                    help="play --video files at their frame rate as live sources, as a camera would deliver them")
     p.add_argument("--output", help="write results as JSON Lines")

@@ -128,7 +128,7 @@ def inference_args(args: argparse.Namespace, name: str, record_dir: Path | None)
                         ("--form", args.form), ("--record", record_dir)):
         if value is not None:
             argv += [flag, str(value)]
-    return argv
+    return argv + (["--future"] if getattr(args, "future", False) else [])
 
 
 def _without(argv: list[str], flag: str) -> list[str]:

@@ -13,8 +13,10 @@ Version 2 (version 1 had one label per stream):
   (track id), ``label`` (the person's steady label: a class name or ``"unknown"``, see
   :mod:`pipeline.smoothing`), ``score`` (this window's probability of its top class), ``top``
   (this window's ``label, score``, best first) and ``next_frame`` (``V`` joints of
-  ``[x, y, c]`` in image-normalised coordinates, or None without a predictor). A window
-  with nobody in it has ``"people": []``.
+  ``[x, y, c]`` in image-normalised coordinates, or None without a predictor); with
+  ``inference.future`` and a model that predicts several frames ahead, ``future``: the
+  skeletons of frames ``seq + 1 .. seq + H`` (one per input frame of the stream, at its own
+  frame rate; the first is ``next_frame``). A window with nobody in it has ``"people": []``.
 - ``event`` (as it closes): ``stream, person`` (track id), ``label``, ``start_seq, end_seq``
   (the last frames of the first and last windows with that label), ``t_start, t_end``
   (their capture times) and ``windows``.
@@ -41,6 +43,7 @@ UNKNOWN = "unknown"  # the label of a person whose motion is none of the model's
 STATS_TOPIC = "!stats"  # "!" is not allowed in stream ids
 LATENCY_STAGES = ("pose", "transport", "queue", "inference", "total")
 MAX_TOP = 64
+MAX_FUTURE = 64  # predicted frames per person
 
 
 class ResultDecodeError(ValueError):
@@ -64,10 +67,14 @@ class PersonResult:
     score: float
     top: list[Label]
     next_frame: list[list[float]] | None
+    future: list[list[list[float]]] | None = None  # frames seq+1..seq+H, when asked for
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "score": self.score,
-                "top": [{"label": t.label, "score": t.score} for t in self.top], "next_frame": self.next_frame}
+        out = {"id": self.id, "label": self.label, "score": self.score,
+               "top": [{"label": t.label, "score": t.score} for t in self.top], "next_frame": self.next_frame}
+        if self.future is not None:
+            out["future"] = self.future
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,19 +154,25 @@ def encode_record(record: Record) -> dict[str, Any]:
 
 def batch_results(jobs: Sequence[Job], people: Sequence[Sequence[int]], probs: np.ndarray,
                   next_frames: np.ndarray | None, known: np.ndarray | None, class_names: Sequence[str], worker: str,
-                  t_start: float, top_k: int = 5) -> list[Result]:
+                  t_start: float, top_k: int = 5, future: bool = False) -> list[Result]:
     """The results of one classified batch.
 
     ``people[j]`` are the track ids of job ``j``'s people, whose rows follow each other in
-    ``probs`` ``(R, classes)``, ``next_frames`` ``(R, C, V, 1)`` in raw units (or None) and
-    ``known`` ``(R,)`` (False: the person is labelled unknown; None: all known). The batch
-    started at ``t_start``. Whole-batch conversions: one ``tolist`` per batch.
+    ``probs`` ``(R, classes)``, ``next_frames`` ``(R, C, V, 1)`` or ``(R, C, H, V, 1)`` (H frames
+    ahead) in raw units (or None) and ``known`` ``(R,)`` (False: the person is labelled unknown;
+    None: all known). With ``future`` each person carries all H frames. The batch started at
+    ``t_start``. Whole-batch conversions: one ``tolist`` per batch.
     """
     inference_ms = round((time.time() - t_start) * 1000, 3)
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
     scores = np.round(np.take_along_axis(probs, top, axis=1).astype(np.float64), 6).tolist()
     top = top.tolist()
+    ahead = None
+    if next_frames is not None and next_frames.ndim == 5:  # (R, C, H, V, 1)
+        if future:
+            ahead = np.round(next_frames[..., 0].transpose(0, 2, 3, 1).astype(np.float64), 5).tolist()
+        next_frames = next_frames[:, :, 0]
     frames = None if next_frames is None else \
         np.round(next_frames[..., 0].transpose(0, 2, 1).astype(np.float64), 5).tolist()
     known = None if known is None else known.tolist()
@@ -170,7 +183,8 @@ def batch_results(jobs: Sequence[Job], people: Sequence[Sequence[int]], probs: n
             label = class_names[top[row][0]] if known is None or known[row] else UNKNOWN
             persons.append(PersonResult(track, label, scores[row][0],
                                         [Label(class_names[c], sc) for c, sc in zip(top[row], scores[row])],
-                                        None if frames is None else frames[row]))
+                                        None if frames is None else frames[row],
+                                        None if ahead is None else ahead[row]))
             row += 1
         t_result = time.time()
         latency = {"pose": round(job.pose_ms, 3),
@@ -223,6 +237,14 @@ def _skeleton(value: Any) -> list | None:
     return value
 
 
+def _future(value: Any) -> list | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_FUTURE:
+        raise ResultDecodeError(f"'future' is not a list of 1..{MAX_FUTURE} skeletons")
+    return [_skeleton(frame) for frame in value]
+
+
 def _score(value: Any, what: str) -> float:
     score = _number(value, what)
     if not 0.0 <= score <= 1.0:
@@ -242,7 +264,7 @@ def _person(obj: Any) -> PersonResult:
             raise ResultDecodeError("'top' entry is not a map")
         top.append(Label(_text(entry, "label"), _score(_get(entry, "score", (int, float)), "'top' score")))
     return PersonResult(_get(obj, "id", int), _text(obj, "label"), _score(_get(obj, "score", (int, float)), "'score'"),
-                        top, _skeleton(obj.get("next_frame")))
+                        top, _skeleton(obj.get("next_frame")), _future(obj.get("future")))
 
 
 def _result(obj: dict) -> Result:

@@ -88,6 +88,7 @@ class InferenceSettings:
     stats_interval_s: float
     diagnostics: bool
     streams: list[str] | None
+    future: bool
 
 
 @dataclass(frozen=True)

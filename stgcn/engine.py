@@ -89,6 +89,7 @@ class Engine:
         self.persons = int(persons or cfg["persons"])  # person slots of a sample (default: as trained)
         self.predicts = self.model.predictor is not None
         self.history = self.model.predictor.history if self.predicts else 2  # frames the predictor reads
+        self.horizon = self.model.predictor.horizon if self.predicts else 0  # frames it predicts
         self.open_set = OpenSet.from_config(cfg.get("open_set"))  # None: every top class stands
         cuda = self.device.type == "cuda"
         self.net = self.model
@@ -136,6 +137,9 @@ class Engine:
         probs = torch.softmax(logits.float(), dim=1)
         if nxt is None:
             return (probs,)
+        if nxt.dim() == 5:  # (B, C, H, V, M): frames t+1..t+H
+            return probs, self.transform.inverse_frame(nxt.float().movedim(2, 1), center[:, None], scale[:, None]
+                                                       ).movedim(1, 2)
         return probs, self.transform.inverse_frame(nxt.float(), center, scale)
 
     @torch.no_grad()
@@ -143,8 +147,7 @@ class Engine:
         """Raw windows on the device -> probabilities (and next frames in raw units)."""
         x, recent, center, scale = self.prepare(raw)
         out = self.net(x, recent) if self.predicts else (self.net(x), None)
-        nxt = out[1] if out[1] is None or out[1].dim() == recent.dim() - 1 else out[1][:, :, 0]  # frame t+1
-        return self.finish(out[0], nxt, center, scale)
+        return self.finish(out[0], out[1], center, scale)
 
     def submit(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
         """Starts a batch; calling the result gives what :meth:`__call__` gives. On CUDA graphs it
@@ -163,5 +166,6 @@ class Engine:
         return collect
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units."""
+        """Probabilities ``(B, num_class)`` and, with a predictor, next frames ``(B, C, V, M)`` in raw units
+        (``(B, C, H, V, M)``: frames t+1..t+H, for a predictor of ``horizon`` H above 1)."""
         return self.submit(windows)()

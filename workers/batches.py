@@ -22,10 +22,11 @@ from stgcn.open_set import motion
 
 
 class BatchInFlight:
-    """At most one batch on ``engine`` at a time, its results named after worker ``name``."""
+    """At most one batch on ``engine`` at a time, its results named after worker ``name`` (with
+    ``future``: each person's predicted frames up to the model's horizon)."""
 
-    def __init__(self, engine: Any, name: str) -> None:
-        self.engine, self.name = engine, name
+    def __init__(self, engine: Any, name: str, future: bool = False) -> None:
+        self.engine, self.name, self.future = engine, name, future
         self._batch: tuple[list[Job], list[list[int]], float, Callable | None, np.ndarray | None] | None = None
 
     @property
@@ -63,5 +64,5 @@ class BatchInFlight:
         if collect is not None:
             probs, nxt = collect()
             known = None if moving is None else self.engine.open_set.known(probs, moving)
-        return batch_results(jobs, people, probs, nxt, known, self.engine.class_names, self.name, t0), \
-            collect is not None
+        return batch_results(jobs, people, probs, nxt, known, self.engine.class_names, self.name, t0,
+                             future=self.future), collect is not None

@@ -68,7 +68,7 @@ class InferenceWorker:
         self.stats_interval = settings.stats_interval_s
         self._reads = 0  # socket reads so far (frames of one stream in one read: bunched)
         self._unread: list[bytes] = []  # messages read while the scheduler filled up (never dropped)
-        self.inflight = BatchInFlight(engine, name)
+        self.inflight = BatchInFlight(engine, name, future=settings.future)
         self._next_stats = time.time() + self.stats_interval
         self.stop = threading.Event()
 
@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="window: each result from its whole window; continual: per-person state, only the "
                              "new frames (default per device in the config)")
     parser.add_argument("--record", metavar="DIR", help="save every stream's skeletons for replay or training")
+    parser.add_argument("--future", action="store_true", default=None,
+                        help="results carry each person's predicted frames up to the model's horizon (inference.future)")
     parser.add_argument("--name", default="inference",
                         help="worker name, sent in every result (default inference; several workers: distinct names)")
     add_curve_args(parser, server=True)
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     def start() -> int:
         nonlocal auth, worker
         settings = load_settings(args.config, inference__weights=args.weights, inference__device=args.device,
-                                 inference__stride=args.stride, inference__form=args.form)
+                                 inference__stride=args.stride, inference__form=args.form, inference__future=args.future)
         listen = args.listen or settings.endpoints.frames
         publish = args.publish or settings.endpoints.results
         curve = server_curve(args, settings, [listen, publish])  # before the model loads: a refusal is immediate

@@ -9,7 +9,9 @@ What a frame shows (:func:`annotate`):
   has nobody;
 - where a result predicted this very frame (the result of frame ``seq - 1``), each person's
   predicted skeleton as white dashes over the live one, with a legend in the bottom-left
-  corner.
+  corner; with results that carry several frames ahead (``--future``), also the skeleton
+  predicted ``H`` frames earlier for this frame (the farthest the model predicts), in yellow,
+  so the video shows how far ahead the prediction holds.
 
 Text is sized from the frame height and drawn once, on a mask whose dilation is its dark
 outline, so fill and outline always match.
@@ -49,12 +51,14 @@ COLORS: tuple[tuple[int, int, int], ...] = (
 )
 UNKNOWN_COLOR = (190, 190, 190)
 PREDICTED_COLOR = (255, 255, 255)
+FUTURE_COLOR = (0, 255, 255)
 OUTLINE_COLOR = (0, 0, 0)
 NO_PERSON = "no person"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 LEGEND_TRACKED = "tracked skeleton"
 LEGEND_PREDICTED = "predicted next frame"
+LEGEND_FUTURE = "predicted {frames} frames before"
 HEAD_CLEARANCE = 0.06  # of a person's height, between their top joint and their label
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
@@ -148,7 +152,8 @@ def draw_skeleton(image: np.ndarray, kp: np.ndarray, color: tuple[int, int, int]
         cv2.circle(image, tuple(pts[v]), thickness + 1, color, -1, cv2.LINE_AA)
 
 
-def _dashed_line(image: np.ndarray, a: np.ndarray, b: np.ndarray, thickness: int, dash: int) -> None:
+def _dashed_line(image: np.ndarray, a: np.ndarray, b: np.ndarray, thickness: int, dash: int,
+                 color: tuple[int, int, int] = PREDICTED_COLOR) -> None:
     length = float(np.hypot(*(b - a)))
     steps = max(1, int(length // (2 * dash)))
     for k in range(steps + 1):
@@ -157,11 +162,12 @@ def _dashed_line(image: np.ndarray, a: np.ndarray, b: np.ndarray, thickness: int
             break
         p, q = tuple(np.round(a + (b - a) * t0).astype(int)), tuple(np.round(a + (b - a) * t1).astype(int))
         cv2.line(image, p, q, OUTLINE_COLOR, thickness + 2, cv2.LINE_AA)
-        cv2.line(image, p, q, PREDICTED_COLOR, thickness, cv2.LINE_AA)
+        cv2.line(image, p, q, color, thickness, cv2.LINE_AA)
 
 
-def draw_predicted(image: np.ndarray, kp: np.ndarray, layout: str = "openpose") -> None:
-    """Draw a predicted ``(V, 3)`` skeleton as dark-edged white dashes, in place."""
+def draw_predicted(image: np.ndarray, kp: np.ndarray, layout: str = "openpose",
+                   color: tuple[int, int, int] = PREDICTED_COLOR) -> None:
+    """Draw a predicted ``(V, 3)`` skeleton as dark-edged dashes (white by default), in place."""
     h, w = image.shape[:2]
     thickness = max(1, round(h / 720))
     dash = max(3, round(h / 120))
@@ -169,11 +175,11 @@ def draw_predicted(image: np.ndarray, kp: np.ndarray, layout: str = "openpose") 
     ok = kp[:, 2] > 0
     for i, j in get_layout(layout).edges:
         if ok[i] and ok[j]:
-            _dashed_line(image, pts[i], pts[j], thickness, dash)
+            _dashed_line(image, pts[i], pts[j], thickness, dash, color)
     for v in np.flatnonzero(ok):
         center = tuple(np.round(pts[v]).astype(int))
         cv2.circle(image, center, thickness + 2, OUTLINE_COLOR, -1, cv2.LINE_AA)
-        cv2.circle(image, center, thickness + 1, PREDICTED_COLOR, -1, cv2.LINE_AA)
+        cv2.circle(image, center, thickness + 1, color, -1, cv2.LINE_AA)
 
 
 def label_text(person: PersonResult | None) -> tuple[str, bool]:
@@ -240,36 +246,49 @@ def draw_labels(image: np.ndarray, frame: Frame, result: Result | None) -> list[
     return drawn
 
 
-def draw_legend(image: np.ndarray, tracked_color: tuple[int, int, int]) -> Box:
-    """The legend (solid: tracked skeleton, dashes: predicted next frame) in the bottom-left
-    corner, in place; returns its box."""
+def draw_legend(image: np.ndarray, tracked_color: tuple[int, int, int], future_text: str | None = None) -> Box:
+    """The legend (solid: tracked skeleton, dashes: predicted next frame, and yellow dashes:
+    ``future_text``, the skeleton predicted several frames before) in the bottom-left corner, in
+    place; returns its box."""
     h, w = image.shape[:2]
     style = text_style(h, 0.7)
     style = TextStyle(style.scale, max(1, style.thickness - 1), style.outline)
     sample = max(16, round(2.2 * text_box_size("xx", style)[0]))
-    (tw, th), base = cv2.getTextSize(LEGEND_PREDICTED, FONT, style.scale, style.thickness)
+    rows = [(LEGEND_TRACKED, tracked_color), (LEGEND_PREDICTED, PREDICTED_COLOR)]
+    rows += [(future_text, FUTURE_COLOR)] if future_text else []
+    (tw, th), base = max((cv2.getTextSize(text, FONT, style.scale, style.thickness) for text, _ in rows),
+                         key=lambda size: size[0][0])
     pad, row = max(4, th // 2), th + base + max(4, th // 2)
-    box = (pad, h - 2 * row - 3 * pad, min(w, 4 * pad + sample + tw), h - pad)
+    box = (pad, h - len(rows) * row - 3 * pad, min(w, 4 * pad + sample + tw), h - pad)
     x0, y0, x1, y1 = box
     image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * 0.35).astype(np.uint8)
     lines_x = (x0 + pad, x0 + pad + sample)
-    for k, text in enumerate((LEGEND_TRACKED, LEGEND_PREDICTED)):
+    for k, (text, color) in enumerate(rows):
         baseline = y0 + pad + (k + 1) * row - base
         mid = baseline - th // 2
         if k == 0:
-            cv2.line(image, (lines_x[0], mid), (lines_x[1], mid), tracked_color, skeleton_width(h), cv2.LINE_AA)
+            cv2.line(image, (lines_x[0], mid), (lines_x[1], mid), color, skeleton_width(h), cv2.LINE_AA)
         else:
             _dashed_line(image, np.array([lines_x[0], mid], float), np.array([lines_x[1], mid], float),
-                         max(1, round(h / 720)), max(3, round(h / 120)))
+                         max(1, round(h / 720)), max(3, round(h / 120)), color)
         cv2.putText(image, text, (lines_x[1] + pad, baseline), FONT, style.scale, (255, 255, 255), style.thickness,
                     cv2.LINE_AA)
     return box
 
 
-def annotate(image: np.ndarray, frame: Frame, result: Result | None, prediction: Result | None = None) -> np.ndarray:
+def future_legend(frames: int, fps: float | None) -> str:
+    """The legend line of the skeleton predicted ``frames`` frames before (and how long that is)."""
+    text = LEGEND_FUTURE.format(frames=frames)
+    return f"{text} ({1000 * frames / fps:.0f} ms)" if fps else text
+
+
+def annotate(image: np.ndarray, frame: Frame, result: Result | None, prediction: Result | None = None,
+             earlier: Result | None = None, fps: float | None = None) -> np.ndarray:
     """A copy of ``image`` with the frame's skeletons and ``result``'s labels; with
     ``prediction`` (the result of frame ``frame.seq - 1``), the skeletons it predicted for
-    this frame as white dashes and the legend."""
+    this frame as white dashes and the legend; with ``earlier`` (a result whose people carry
+    ``future`` frames, H of them, of frame ``frame.seq - H``), the skeletons it predicted for this
+    frame in yellow (``fps``: the video's, to say how long H frames are)."""
     out = image.copy()
     thickness = skeleton_width(out.shape[0])
     for person in frame.persons:
@@ -277,11 +296,19 @@ def annotate(image: np.ndarray, frame: Frame, result: Result | None, prediction:
     predicted = []
     if prediction is not None and prediction.seq + 1 == frame.seq:
         predicted = [np.asarray(p.next_frame, np.float32) for p in prediction.people if p.next_frame]
+    far, frames = [], 0
+    if earlier is not None:
+        far = [np.asarray(p.future[-1], np.float32) for p in earlier.people
+               if p.future and earlier.seq + len(p.future) == frame.seq]
+        frames = frame.seq - earlier.seq
+    for kp in far:
+        draw_predicted(out, kp, frame.layout, FUTURE_COLOR)
     for kp in predicted:
         draw_predicted(out, kp, frame.layout)
     draw_labels(out, frame, result)
-    if predicted:
-        draw_legend(out, person_color(frame.persons[0].track) if frame.persons else COLORS[0])
+    if predicted or far:
+        draw_legend(out, person_color(frame.persons[0].track) if frame.persons else COLORS[0],
+                    future_legend(frames, fps) if far else None)
     return out
 
 
@@ -302,6 +329,8 @@ class Overlay:
         self.pending: deque[tuple[Frame, np.ndarray, float]] = deque()
         self.pending_bytes = 0
         self.results: list[Result] = []  # sorted by seq
+        self.horizon = 0  # frames ahead the results' ``future`` holds (0: none)
+        self.fps = fps
         self.ended = False
         self.late_frames = 0
         self._last_warning = float("-inf")
@@ -321,6 +350,7 @@ class Overlay:
     def _poll(self) -> None:
         while (record := self.sub.recv(timeout_ms=0)) is not None:
             if isinstance(record, Result):
+                self.horizon = max((len(p.future) for p in record.people if p.future), default=self.horizon)
                 seqs = [r.seq for r in self.results]
                 i = bisect.bisect_left(seqs, record.seq)
                 if i < len(seqs) and seqs[i] == record.seq:
@@ -373,7 +403,8 @@ class Overlay:
                 result = self._latest_before(frame.seq)
             self.pending.popleft()
             self.pending_bytes -= image.nbytes
-            self.writer.write(annotate(image, frame, result, self._at(frame.seq - 1)))
+            earlier = self._at(frame.seq - self.horizon) if self.horizon > 1 else None
+            self.writer.write(annotate(image, frame, result, self._at(frame.seq - 1), earlier, self.fps))
         self._prune()
 
     def _late(self, frame: Frame, waited: float) -> None:
@@ -387,9 +418,10 @@ class Overlay:
                         self.max_delay_s, self.max_buffer_bytes / 2**20, self.late_frames)
 
     def _prune(self) -> None:
-        """Forget the results no waiting or future frame needs (keeps the latest before)."""
+        """Forget the results no waiting or future frame needs (keeps the latest before, and those
+        whose ``future`` reaches a waiting frame)."""
         oldest = self.pending[0][0].seq if self.pending else (self.results[-1].seq + 1 if self.results else 0)
-        i = bisect.bisect_left([r.seq for r in self.results], oldest - 1)
+        i = bisect.bisect_left([r.seq for r in self.results], oldest - max(1, self.horizon))
         if i > 1:
             del self.results[:i - 1]
 

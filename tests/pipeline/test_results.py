@@ -25,7 +25,14 @@ def a_result(next_frame: bool = True, people: int = 2) -> Result:
                   {"pose": 18.5, "transport": 2.0, "queue": 3.0, "inference": 95.0, "total": 120.0}, persons)
 
 
-RECORDS = [a_result(), a_result(next_frame=False), a_result(people=0), StreamEnded("cam0", "eof"),
+def a_result_with_future(frames: int = 3) -> Result:
+    base = a_result()
+    ahead = [[[0.5 + 0.01 * h, 0.25, 0.9]] * 18 for h in range(frames)]
+    return Result(base.stream, base.seq, base.t_capture, base.t_result, base.worker, base.latency_ms,
+                  [PersonResult(p.id, p.label, p.score, p.top, ahead[0], ahead) for p in base.people])
+
+
+RECORDS = [a_result(), a_result(next_frame=False), a_result(people=0), a_result_with_future(), StreamEnded("cam0", "eof"),
            WorkerStats("inference", 5.0, True, {"frames_in": 10, "latency_ms": {}})]
 
 
@@ -43,6 +50,22 @@ def test_topics_and_the_json_lines_form() -> None:
     assert row["people"][0]["top"][0] == {"label": "wave", "score": 0.75}
     assert [p["label"] for p in row["people"]] == ["wave", "unknown"]
     assert list(row["people"][0]) == ["id", "label", "score", "top", "next_frame"]
+    ahead = a_result_with_future(3).to_json()["people"][0]
+    assert len(ahead["future"]) == 3 and ahead["future"][0] == ahead["next_frame"]
+
+
+def test_batch_results_carry_the_frames_ahead_only_when_asked() -> None:
+    from pipeline.results import batch_results
+    from pipeline.scheduler import Job
+
+    job = Job("cam0", 9, 1.0, 1.0, 0.0, np.zeros((3, 4, 18, 1), np.float32), [7], 1)
+    probs = np.array([[0.2, 0.8]], np.float32)
+    ahead = np.zeros((1, 3, 4, 18, 1), np.float32)  # (R, C, H, V, 1): 4 frames ahead
+    ahead[0, 0, :, :, 0] = np.arange(4)[:, None]
+    plain = batch_results([job], [[7]], probs, ahead, None, ["a", "b"], "w", 1.0)[0].people[0]
+    assert plain.future is None and [j[0] for j in plain.next_frame] == [0.0] * 18
+    asked = batch_results([job], [[7]], probs, ahead, None, ["a", "b"], "w", 1.0, future=True)[0].people[0]
+    assert [frame[0][0] for frame in asked.future] == [0.0, 1.0, 2.0, 3.0] and asked.next_frame == asked.future[0]
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -60,6 +83,9 @@ def test_topics_and_the_json_lines_form() -> None:
     (lambda r: r["people"][0].update(next_frame=[[0.1, 0.2]]), "[x, y, c]"),
     (lambda r: r["people"][0]["next_frame"][3].append(1.0), "[x, y, c]"),
     (lambda r: r["latency_ms"].pop("queue"), "latency_ms"),
+    (lambda r: r["people"][0].update(future=[]), "future"),
+    (lambda r: r["people"][0].update(future=[[[0.1, 0.2, 1.0]]] * 65), "future"),
+    (lambda r: r["people"][0].update(future=[[[0.1, 0.2]]]), "[x, y, c]"),
 ])
 def test_invalid_results_are_refused_with_a_reason(change, reason) -> None:
     wire = encode_record(a_result())

@@ -17,6 +17,7 @@ from pipeline.results import UNKNOWN, Label, PersonResult, Result, StreamEnded
 from pipeline.transport import ResultPublisher
 from workers import capture
 from workers.overlay import (
+    FUTURE_COLOR,
     LEGEND_PREDICTED,
     NO_PERSON,
     UNKNOWN_COLOR,
@@ -24,6 +25,7 @@ from workers.overlay import (
     annotate,
     draw_labels,
     draw_text,
+    future_legend,
     person_color,
     text_layers,
     text_style,
@@ -167,6 +169,22 @@ def test_prediction_and_legend_only_for_the_frame_predicted(three: Clip) -> None
     assert corner.mean() > 0.3  # the legend, bottom left
     assert not changed(plain, image)[int(0.85 * height):, : width // 3].any()  # nothing there without it
     assert LEGEND_PREDICTED == "predicted next frame"
+
+
+def test_the_skeleton_predicted_frames_before_is_drawn_in_yellow_with_its_legend(three: Clip) -> None:
+    image, frame = three[-1]
+    current = labelled(frame, frame.seq + 2)
+    plain = annotate(image, frame, current)
+    moved = labelled(frame, frame.seq - 10, 0.03)
+    earlier = result(moved.seq, [PersonResult(p.id, p.label, p.score, p.top, p.next_frame, [p.next_frame] * 10)
+                                 for p in moved.people])
+    out = annotate(image, frame, current, None, earlier, fps=30.0)
+    yellow = np.all(out == FUTURE_COLOR, axis=2) & changed(out, plain)
+    assert yellow[: int(0.8 * image.shape[0])].sum() > 50  # the skeletons predicted 10 frames before
+    assert future_legend(10, 30.0) == "predicted 10 frames before (333 ms)"
+    too_short = result(moved.seq, [PersonResult(p.id, p.label, p.score, p.top, p.next_frame, [p.next_frame] * 9)
+                                   for p in moved.people])
+    assert np.array_equal(annotate(image, frame, current, None, too_short, fps=30.0), plain)  # predicted another frame
 
 
 class Recorder:
