@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
         if not cfg:
             raise ValueError(f"{args.weights}: carries no training config; pass --config")
+        if model.config.get("task"):  # what the checkpoint does (a decoder trained on a fixed classifier: both)
+            cfg["train"] = {**cfg.get("train", {}), "task": model.config["task"]}
         if args.data_dir:
             d = Path(args.data_dir)
             cfg.setdefault("data", {})["train"] = {"data": str(d / "train_data.npy"),

@@ -135,6 +135,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
     if not cfg:
         raise ValueError(f"{args.weights}: carries no training config; pass CONFIG")
+    if model.config.get("task"):  # what the checkpoint does (a decoder trained on a fixed classifier: both)
+        cfg["train"] = {**cfg.get("train", {}), "task": model.config["task"]}
     d = Path(args.data_dir) if args.data_dir else None
     if d is not None:
         cfg.setdefault("data", {})["val"] = {"data": str(d / "val_data.npy"), "label": str(d / "val_label.pkl")}

@@ -23,8 +23,9 @@ from torch import nn
 
 log = logging.getLogger("stgcn.finetune")
 
-# model arguments that a fine-tune may set itself; the others are the checkpoint's architecture
-TUNABLE = ("num_class", "dropout")
+# model arguments that a fine-tune may set itself (a new predictor head included); the others are the
+# checkpoint's architecture
+TUNABLE = ("num_class", "dropout", "predictor_horizon", "predictor_history")
 
 
 def resolve(spec: str | Path) -> Path:

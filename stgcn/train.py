@@ -219,7 +219,9 @@ def train(cfg: dict, work_dir: Path, device_name: str = "auto", resume: bool = F
     coords = serve["model"]["coords"]
     model = build_model(serve["model"]).to(device)
     if tcfg.get("init_from"):
-        init_from_checkpoint(model, tcfg["init_from"], serve["class_names"], int(tcfg.get("freeze_blocks", 0)))
+        start = init_from_checkpoint(model, tcfg["init_from"], serve["class_names"], int(tcfg.get("freeze_blocks", 0)))
+        if task == "predict" and not any(h.endswith("fcn") for h in start["fresh"]):
+            serve["task"] = "joint"  # the start model's classifier came along unchanged: the checkpoint classifies too
     epochs = int(tcfg.get("epochs", 80))
     batch = int(tcfg.get("batch_size", 64))
     workers = resolve_workers(cfg["data"].get("num_workers", "auto"))
