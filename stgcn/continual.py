@@ -18,6 +18,19 @@ State lives in tensors with one row per *slot* (a person of a stream), so a batc
 steps together, each row at its own phase of the strides. The continual-inference library
 (``continual``) implements these layers too, but keeps one state per module for the whole batch,
 stepping in lockstep; serving needs rows that join, leave and step at their own times.
+
+Two ways to step a set of rows, the same function (equal to 1e-5):
+
+- **subsetting** (the CPU default): after a stride only the rows whose block produced an output
+  go on, so each row costs only its own work. Every step has its own number of rows, and it asks
+  the GPU whether any row goes on (a host sync per block).
+- **fixed shapes** (``fixed=True``, the CUDA default): the rows are padded to a bucket size
+  (:func:`bucket`) with a scratch state row, every block is computed for all of them, and a
+  boolean mask says which rows took an input; state and pool are updated only where it is true.
+  So a step runs on a few shapes only (cuDNN plans once per bucket; CUDA graphs can replay it)
+  and never waits for the GPU. It computes the rows that are not due after the stride-2 blocks:
+  on this 2-core CPU it is slower than subsetting (see :class:`ContinualSTGCN`), on a GPU the
+  work is not what costs.
 """
 
 from __future__ import annotations
@@ -30,6 +43,12 @@ from .model import STGCN, STGCNBlock
 from .streams import MultiStream, fuse, stream_input
 
 PAD = 4  # each temporal convolution's zero padding (kernel 9): its delay in input steps
+MIN_BUCKET = 8  # the smallest number of rows a fixed-shape step runs on
+
+
+def bucket(n: int) -> int:
+    """Rows a fixed-shape step of ``n`` rows runs on: the next power of two, at least :data:`MIN_BUCKET`."""
+    return max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length())
 
 
 def pooled_length(window: int, strides: list[int]) -> int:
@@ -45,9 +64,13 @@ class ContinualSTGCN(nn.Module):
     :meth:`step` takes one normalised frame per row; :meth:`logits` reads the running pool of
     each row (:meth:`ready` says which have an output yet); :meth:`flush` pads a clip's end like
     the regular model does; :meth:`reset` empties rows (a new person).
+
+    ``fixed`` picks how a step runs (module docstring): ``None`` takes fixed shapes on CUDA and
+    subsetting elsewhere. Besides the ``slots`` rows the state keeps one scratch row
+    (:attr:`scratch`), which padding rows write to; nothing reads it as a person's state.
     """
 
-    def __init__(self, net: STGCN, window: int, slots: int = 8) -> None:
+    def __init__(self, net: STGCN, window: int, slots: int = 8, fixed: bool | None = None) -> None:
         super().__init__()
         self.net = net.eval()
         self.blocks: list[STGCNBlock] = list(net.st_gcn_networks)
@@ -59,15 +82,22 @@ class ContinualSTGCN(nn.Module):
         self.pool_len = pooled_length(self.window, self.strides)
         self.slots = 0
         self._empty: torch.Tensor | None = None  # the logits of an empty person slot (computed once)
+        p = next(self.net.parameters())
+        self.fixed = p.device.type == "cuda" if fixed is None else bool(fixed)
         self._grow(slots)
 
+    @property
+    def scratch(self) -> int:
+        """The state row that padding rows of a fixed-shape step write to (garbage, never read)."""
+        return self.slots
+
     def _grow(self, slots: int) -> None:
-        """(Re)allocate state for ``slots`` rows, keeping the rows there are."""
+        """(Re)allocate state for ``slots`` rows and the scratch row, keeping the rows there are."""
         p = next(self.net.parameters())
         v = self.net.A.shape[-1]
 
         def zeros(*shape: int, dtype: torch.dtype = p.dtype) -> torch.Tensor:
-            return torch.zeros(slots, *shape, dtype=dtype, device=p.device)
+            return torch.zeros(slots + 1, *shape, dtype=dtype, device=p.device)
 
         old = self.__dict__.get("_state")
         state = {
@@ -84,7 +114,7 @@ class ContinualSTGCN(nn.Module):
                 olds = old[key] if isinstance(new, list) else [old[key]]
                 for a, b in zip(new if isinstance(new, list) else [new], olds):
                     if a is not None:
-                        a[:n] = b
+                        a[:n] = b[:n]
         self._state, self.slots = state, slots
 
     def ensure(self, slots: int) -> None:
@@ -138,6 +168,59 @@ class ContinualSTGCN(nn.Module):
             y = y + block.residual(res[:, :, :1])  # the input at the output's centre
         return block.relu(y), rows
 
+    def outputs_after(self, frames: int) -> int:
+        """Outputs of the last block after ``frames`` inputs from zero state (no flush): what
+        :meth:`ready` reads, known on the host without asking the device."""
+        n = int(frames)
+        for s in self.strides:
+            n = 0 if n <= PAD else (n - PAD - 1) // s + 1
+        return n
+
+    def _block_masked(self, b: int, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``b`` on all ``rows``, of which only those where ``mask`` is true take the input
+        ``x``; returns an output for every row and the mask of the rows whose output is real."""
+        block, st = self.blocks[b], self._state
+        keep = mask[:, None, None, None]
+        tcn_in = st["tcn"][b][rows]
+        g = block.tcn[1](block.tcn[0](block.gcn(x, self.net.A * self.net.edge_importance[b])))
+        win = torch.cat([tcn_in, g], dim=2)
+        st["tcn"][b][rows] = torch.where(keep, win[:, :, 1:], tcn_in)
+        res = None
+        if st["res"][b] is not None:
+            res_in = st["res"][b][rows]
+            res = torch.cat([res_in, x], dim=2)
+            st["res"][b][rows] = torch.where(keep, res[:, :, 1:], res_in)
+        seen = st["seen"][b][rows]
+        st["seen"][b][rows] = seen + mask.long()
+        ready = mask & (seen >= PAD) & ((seen - PAD) % self.strides[b] == 0)
+        conv = block.tcn[2]
+        y = block.tcn[3](F.conv2d(win, conv.weight, conv.bias))
+        if res is not None:
+            y = y + block.residual(res[:, :, :1])
+        return block.relu(y), ready
+
+    def _run_masked(self, x: torch.Tensor, rows: torch.Tensor) -> None:
+        """A fixed-shape step: every block on all rows, the mask carried from block to block."""
+        mask = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+        for b in range(len(self.blocks)):
+            x, mask = self._block_masked(b, x, rows, mask)
+        st = self._state
+        n = st["outputs"][rows]
+        slot = n % self.pool_len
+        st["pool"][rows, slot] = torch.where(mask[:, None], x.mean(dim=(2, 3)), st["pool"][rows, slot])
+        st["outputs"][rows] = n + mask.long()
+        st["feat"][rows] = torch.where(mask[:, None, None], x[:, :, 0], st["feat"][rows])
+
+    def pad(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (rows first) and ``rows`` padded to :func:`bucket` rows: zeros into the scratch row."""
+        n = len(rows)
+        extra = bucket(n) - n
+        if not extra:
+            return x, rows
+        x = torch.cat([x, x.new_zeros((extra,) + tuple(x.shape[1:]))])
+        return x, torch.cat([rows, rows.new_full((extra,), self.scratch)])
+
     def _run(self, first: int, x: torch.Tensor | None, rows: torch.Tensor) -> None:
         for b in range(first, len(self.blocks)):
             if not len(rows):
@@ -151,11 +234,18 @@ class ContinualSTGCN(nn.Module):
             st["feat"][rows] = x[:, :, 0]
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, rows: torch.Tensor) -> None:
-        """One normalised frame ``(R, C, V)`` (one person each) into ``rows``."""
+    def step(self, x: torch.Tensor, rows: torch.Tensor, fixed: bool | None = None) -> None:
+        """One normalised frame ``(R, C, V)`` (one person each) into ``rows`` (distinct, except the
+        scratch row); ``fixed`` overrides :attr:`fixed` for this step."""
+        fixed = self.fixed if fixed is None else fixed
+        if fixed:
+            x, rows = self.pad(x, rows)
         r, c, v = x.shape
         h = self.net.data_bn(x.permute(0, 2, 1).reshape(r, v * c)).view(r, v, c).permute(0, 2, 1)
-        self._run(0, h.unsqueeze(2).contiguous(), rows)
+        if fixed:
+            self._run_masked(h.unsqueeze(2).contiguous(), rows)
+        else:
+            self._run(0, h.unsqueeze(2).contiguous(), rows)
 
     @torch.no_grad()
     def flush(self, rows: torch.Tensor) -> None:
@@ -207,13 +297,13 @@ class Continual(nn.Module):
     :func:`~stgcn.streams.stream_input`, and the streams' scores are fused as in the regular model.
     """
 
-    def __init__(self, model: STGCN | MultiStream, window: int, slots: int = 8) -> None:
+    def __init__(self, model: STGCN | MultiStream, window: int, slots: int = 8, fixed: bool | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         multi = isinstance(model, MultiStream)
         self.names = model.names if multi else ["joint"]
         nets = [model.nets[n] for n in self.names] if multi else [model]
-        self.nets = nn.ModuleList(ContinualSTGCN(net, window, slots) for net in nets)
+        self.nets = nn.ModuleList(ContinualSTGCN(net, window, slots, fixed) for net in nets)
         self.parent = model.parent_index if multi else None
         self.coords = model.coords if multi else None
 
@@ -225,6 +315,23 @@ class Continual(nn.Module):
     def delay(self) -> int:
         return self.first.delay
 
+    @property
+    def fixed(self) -> bool:
+        """Whether steps run on fixed shapes (:class:`ContinualSTGCN`)."""
+        return self.first.fixed
+
+    @fixed.setter
+    def fixed(self, value: bool) -> None:
+        for net in self.nets:
+            net.fixed = bool(value)
+
+    @property
+    def scratch(self) -> int:
+        return self.first.scratch
+
+    def outputs_after(self, frames: int) -> int:
+        return self.first.outputs_after(frames)
+
     def ensure(self, slots: int) -> None:
         for net in self.nets:
             net.ensure(slots)
@@ -234,13 +341,26 @@ class Continual(nn.Module):
             net.reset(rows)
 
     @torch.no_grad()
-    def step(self, frames: torch.Tensor, rows: torch.Tensor) -> None:
+    def step(self, frames: torch.Tensor, rows: torch.Tensor, first: torch.Tensor | None = None,
+             fixed: bool | None = None) -> None:
         """The newest normalised frame and the one before, ``(R, C, 2, V)``, into ``rows``: the
         frame before as the regular window holds it (zeros before a person's first frame); only
-        a window's first frame, ``(R, C, 1, V)``, has no frame before (its motion is zero)."""
+        a window's first frame, ``(R, C, 1, V)``, has no frame before (its motion is zero).
+        ``first`` (bool ``(R,)``) marks rows whose newest frame is their window's first, in a
+        batch of two frames (the frame before is then ignored: zero motion); ``fixed`` as in
+        :meth:`ContinualSTGCN.step`."""
+        fixed = self.fixed if fixed is None else fixed
+        if fixed:
+            n = len(rows)
+            frames, rows = self.first.pad(frames, rows)
+            if first is not None:
+                first = torch.cat([first, first.new_zeros(len(rows) - n)])
         for name, net in zip(self.names, self.nets):
             x = frames if name == "joint" else stream_input(frames[..., None], name, self.parent, self.coords)[..., 0]
-            net.step(x[:, :, -1], rows)
+            x = x[:, :, -1]
+            if first is not None and name.endswith("motion"):
+                x = torch.where(first[:, None, None], 0.0, x)
+            net.step(x, rows, fixed)
 
     @torch.no_grad()
     def flush(self, rows: torch.Tensor) -> None:

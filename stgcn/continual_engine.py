@@ -9,6 +9,21 @@ slot, or frames skipped under load are stepped from the window (a new person fro
 frame in it). Until a person's last block has produced ``ready_outputs`` outputs (the first
 after :attr:`Continual.delay` frames, then one every 4), the regular model answers from the
 window, at most every ``warmup_stride`` frames.
+
+A batch never steps a state more than ``catch_up`` frames: a state further behind its window
+(a new person stepped from the window, or frames skipped under load) takes its oldest
+``catch_up`` frames now and the rest in the next batches (at stride s it gains ``catch_up - s``
+frames a batch). So one slow person never holds up a whole batch for a 96-frame sweep, which
+made the next batches skip frames and sweep again (a death spiral). Meanwhile a state that
+cannot answer yet (a re-synchronised one: 96 frames give 5 of the 12 outputs) is answered by
+the window form, as in warm-up, and a state that could answer before it fell behind answers
+as of its last frame stepped (on the CPU a window costs about 9 steps of a person; under load
+the window form for every lagging person would be the spiral again).
+
+On CUDA (:attr:`Continual.fixed`) the sweep and the answers run on rows padded to bucket sizes
+with the scratch state row, so cuDNN plans once per bucket, and nothing inside a batch waits
+for the GPU: readiness is counted on the host. The window form's answers replay the CUDA graphs
+of :class:`~stgcn.fast.GraphedEngine` from the device batch.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .continual import Continual
+from .continual import Continual, bucket
 from .engine import Engine
 
 
@@ -38,6 +53,7 @@ class _Person:
     row: int  # state row in the continual model
     track: int | None
     seq: int  # last frame stepped
+    stepped: int = 0  # frames stepped since the state was reset
     answer: tuple[torch.Tensor, torch.Tensor | None] | None = None  # regular answer in warm-up
     answered_at: int = -1
 
@@ -45,17 +61,24 @@ class _Person:
 # Outputs of the last block a person's state needs before it answers: the first few outputs are
 # mostly the zero state's edge (measured on the test splits: docs/continual.md).
 READY_OUTPUTS = 12
+# Frames a batch steps a state at most; a state further behind catches up over the next batches
+# (at stride s it gains CATCH_UP - s frames a batch).
+CATCH_UP = 16
 
 
 class ContinualEngine(Engine):
     """An :class:`Engine` whose results come from per-person continual state."""
 
     def __init__(self, weights: str | Path, device: str = "auto", *, streams: Sequence[str] | None = None,
-                 warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS) -> None:
+                 warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS, catch_up: int = CATCH_UP,
+                 fixed: bool | None = None) -> None:
+        """``catch_up``: frames a batch steps a state at most (module docstring); ``fixed``: fixed-shape
+        steps (default: on CUDA, :class:`~stgcn.continual.ContinualSTGCN`)."""
         super().__init__(weights, device, streams=streams)
-        self.continual = Continual(self.model, self.window)
+        self.continual = Continual(self.model, self.window, fixed=fixed)
         self.warmup_stride = int(warmup_stride)
         self.ready_outputs = int(ready_outputs)
+        self.catch_up = max(1, int(catch_up))
         self.people: dict[tuple[str, int], _Person] = {}
         self._free: list[int] = []
 
@@ -76,22 +99,29 @@ class ContinualEngine(Engine):
             person = self.people[(key.stream, key.slot)] = _Person(row, key.track, seq=-1 << 62)  # nothing stepped
         return person
 
-    def _plan(self, windows: np.ndarray, rows: Sequence[RowKey]) -> tuple[list[_Person], list[int]]:
-        """Each row's person and how many of its window's newest frames to step."""
-        people, steps, w = [], [], self.window
+    def _plan(self, windows: np.ndarray, rows: Sequence[RowKey]) -> tuple[list[_Person], list[int], list[int]]:
+        """Each row's person, the window position of the first frame to step, and how many to step
+        (at most ``catch_up``: the oldest frames the state has not taken)."""
+        people, starts, steps, w = [], [], [], self.window
+        resets = []
         for i, key in enumerate(rows):
             person = self._person(key)
-            new = key.seq - person.seq
-            if person.track != key.track or not 0 <= new <= w:  # a new person, a restarted stream, or more
-                # frames missed than the window holds: from the person's first frame in the window
+            behind = key.seq - person.seq
+            if person.track != key.track or not 0 <= behind <= w:  # a new person, a restarted stream, or
+                # more frames missed than the window holds: from the person's first frame in the window
                 present = np.flatnonzero(np.abs(windows[i, ..., 0]).max(axis=(0, 2)) > 0)
-                new = w - int(present[0]) if len(present) else 1
-                self.continual.reset(torch.tensor([person.row], device=self.device))
-                person.answer, person.answered_at = None, -1
+                behind = w - int(present[0]) if len(present) else 1
+                resets.append(person.row)
+                person.answer, person.answered_at, person.stepped = None, -1, 0
+            k = min(behind, self.catch_up)
             people.append(person)
-            steps.append(max(new, 0))
-            person.track, person.seq = key.track, key.seq
-        return people, steps
+            starts.append(w - behind)
+            steps.append(k)
+            person.track, person.seq = key.track, key.seq - behind + k
+            person.stepped += k
+        if resets:
+            self.continual.reset(torch.tensor(resets).to(self.device, non_blocking=True))
+        return people, starts, steps
 
     def submit(self, windows: np.ndarray, rows: Sequence[RowKey] | None = None
                ) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
@@ -109,35 +139,82 @@ class ContinualEngine(Engine):
         probs, frames = probs.cpu().numpy(), None if frames is None else frames.cpu().numpy()
         return lambda: (probs, frames)
 
+    def _padded(self, idx: list[int], extra: int) -> tuple[list[int], int]:
+        """``idx`` and the size a step of it runs on: on fixed shapes padded with ``extra`` to a bucket."""
+        if not self.continual.fixed:
+            return idx, len(idx)
+        size = bucket(len(idx))
+        return idx + [extra] * (size - len(idx)), size
+
+    @torch.no_grad()
+    def _sweep(self, x: torch.Tensor, state: list[int], starts: list[int], steps: list[int]) -> None:
+        """Steps row i's frames ``starts[i] .. starts[i] + steps[i] - 1`` of the normalised windows
+        ``x`` into state row ``state[i]``: one sweep, step j on the rows with more than j frames."""
+        n = len(state)
+        order = sorted(range(n), key=lambda i: -steps[i])  # stable: the rows of step j are a prefix
+        xs = torch.cat([x[..., 0], x.new_zeros((1,) + tuple(x.shape[1:4]))])  # row n: a padding row's zeros
+        idx, _ = self._padded(order, n)
+        dev = torch.tensor([idx, [state[i] if i < n else self.continual.scratch for i in idx],
+                            [starts[i] if i < n else 0 for i in idx]]).to(self.device, non_blocking=True)
+        ranks = torch.arange(dev.shape[1], device=self.device)
+        for j in range(max(steps, default=0)):
+            due = sum(k > j for k in steps)
+            size = bucket(due) if self.continual.fixed else due
+            sel, rows, pos = dev[:, :size]
+            if size > due:  # rows past the due ones are not stepped now: the padding row instead
+                pad = ranks[:size] >= due
+                sel = torch.where(pad, n, sel)
+                rows = torch.where(pad, self.continual.scratch, rows)
+            pos = torch.where(sel == n, 0, pos + j)
+            frames = torch.stack([xs[sel, :, (pos - 1).clamp(min=0)], xs[sel, :, pos]], dim=2)  # (size, C, 2, V)
+            self.continual.step(frames, rows, first=pos == 0)
+
     @torch.no_grad()
     def _answer(self, raw: torch.Tensor, windows: np.ndarray, rows: Sequence[RowKey]
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rows of distinct people: their new frames stepped, then their answers."""
-        people, steps = self._plan(windows, rows)
-        state = torch.tensor([p.row for p in people], device=self.device)
+        people, starts, steps = self._plan(windows, rows)
         x, recent, center, scale = self.prepare(raw)
-        w = self.window
-        for back in range(max(steps, default=0), 0, -1):
-            active = [i for i, k in enumerate(steps) if k >= back]
-            t = w - back
-            self.continual.step(x[active, :, max(0, t - 1):t + 1, :, 0], state[active])
-        logits = self.continual.logits(state, empty_slots=self.persons - 1)  # as the window engine
+        self._sweep(x, [p.row for p in people], starts, steps)
+        n = len(people)
+        idx, size = self._padded([p.row for p in people], self.continual.scratch)
+        state = torch.tensor(idx).to(self.device, non_blocking=True)
+        logits = self.continual.logits(state, empty_slots=self.persons - 1)[:n]  # as the window engine
         # each row's person is in slot 0 of the window (the others are empty)
-        nxt = self.continual.next_frame(state, recent[..., :1]) if self.predicts else None
+        nxt = None
+        if self.predicts:
+            last = recent[..., :1]
+            if size > n:
+                last = torch.cat([last, last.new_zeros((size - n,) + tuple(last.shape[1:]))])
+            nxt = self.continual.next_frame(state, last)[:n]
         out = self.finish(logits, nxt, center[..., :1], scale[..., :1])
         probs, frames = out[0], (out[1] if self.predicts else None)
         self._warm_up(raw, people, rows, probs, frames)
         return probs, frames
 
+    def _window(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The window form's answers on device windows: from the CUDA graphs where captured."""
+        runner = self.runner
+        if runner is None or tuple(raw.shape[1:]) != self.sample_shape:
+            return self.step(raw)
+        parts = []
+        for i in range(0, len(raw), runner.batches[-1]):
+            part = raw[i:i + runner.batches[-1]]
+            graph, dev_in, dev_out = runner.graphs[runner.size_for(len(part))][:3]
+            dev_in[:len(part)].copy_(part)
+            graph.replay()
+            parts.append(tuple(o[:len(part)].clone() for o in dev_out))
+        return tuple(torch.cat(p) for p in zip(*parts))
+
     def _warm_up(self, raw: torch.Tensor, people: list[_Person], rows: Sequence[RowKey], probs: torch.Tensor,
                  frames: torch.Tensor | None) -> None:
-        """Rows whose state cannot answer yet get the window form's answer (in place)."""
-        state = torch.tensor([p.row for p in people], device=self.device)
-        waiting = [i for i, ok in enumerate(self.continual.ready(state, self.ready_outputs).tolist()) if not ok]
+        """Rows whose state cannot answer yet (too few outputs) get the window form's answer (in
+        place). Readiness is counted on the host: no wait for the device."""
+        waiting = [i for i, p in enumerate(people) if self.continual.outputs_after(p.stepped) < self.ready_outputs]
         due = [i for i in waiting if people[i].answer is None
                or rows[i].seq - people[i].answered_at >= self.warmup_stride]
         if due:
-            out = self.step(raw[due])
+            out = self._window(raw[due])
             for j, i in enumerate(due):
                 people[i].answer = (out[0][j], out[1][j, ..., :1] if self.predicts else None)
                 people[i].answered_at = rows[i].seq

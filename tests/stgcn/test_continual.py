@@ -92,3 +92,44 @@ def test_a_live_row_answers_once_its_last_block_has_an_output_and_reset_forgets_
     assert co.ready(rows).all()
     co.reset(rows)
     assert not co.ready(rows).any()
+
+
+def test_fixed_shape_steps_equal_subsetting_for_rows_at_different_phases():
+    torch.manual_seed(0)
+    model = _randomise_norms(build_model({"in_channels": 3, "num_class": 7, "coords": 2,
+                                          "graph_args": {"layout": "openpose", "strategy": "spatial"},
+                                          "streams": ["joint", "joint_motion"]}))
+    x = _clips(3, 125, m=1)[..., 0]  # (N, C, T, V)
+    starts = (0, 1, 6)  # each row at its own phase of the strides
+    out = {}
+    for fixed in (False, True):
+        co = Continual(model, window=96, slots=3, fixed=fixed)
+        assert co.fixed is fixed
+        for t in range(131):
+            rows = [r for r in range(3) if 0 <= t - starts[r] < 125]
+            if rows:
+                i = [t - starts[r] for r in rows]
+                frames = torch.stack([torch.stack([x[r, :, max(j - 1, 0)], x[r, :, j]], dim=1) for r, j in zip(rows, i)])
+                co.step(frames, torch.tensor(rows), first=torch.tensor([j == 0 for j in i]))
+        rows = torch.arange(3)
+        out[fixed] = (co.logits(rows), co.ready(rows, 12))
+        assert co.ready(rows, 12).tolist() == [co.outputs_after(125) >= 12] * 3 == [True] * 3
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert (out[True][1] == out[False][1]).all()
+
+
+def test_a_first_frame_marked_in_a_two_frame_batch_is_a_one_frame_step():
+    torch.manual_seed(0)
+    model = _randomise_norms(build_model({"in_channels": 3, "num_class": 7, "coords": 2,
+                                          "graph_args": {"layout": "openpose", "strategy": "spatial"},
+                                          "streams": ["joint", "joint_motion"]}))
+    x = _clips(1, 3, m=1)[..., 0]
+    one, two = Continual(model, window=96, slots=1), Continual(model, window=96, slots=1)
+    rows = torch.tensor([0])
+    one.step(x[:, :, :1], rows)
+    two.step(torch.cat([x[:, :, 2:3], x[:, :, :1]], dim=2), rows, first=torch.tensor([True]))
+    for t in (1, 2):
+        for co in (one, two):
+            co.step(x[:, :, t - 1:t + 1], rows)
+    for a, b in zip(one.nets, two.nets):
+        assert all(torch.equal(s, u) for s, u in zip(a._state["tcn"], b._state["tcn"]))

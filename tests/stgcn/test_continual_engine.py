@@ -69,3 +69,33 @@ def test_a_new_track_in_the_slot_restarts_the_state_from_the_window(clip):
     assert np.abs(switched - new).max() < 1e-5, "nothing of the person before is left"
     engine.release("s")
     assert not engine.people
+
+
+def test_fixed_shape_serving_answers_as_subsetting(clip):
+    plain, fixed = ContinualEngine(DEFAULT_WEIGHTS, "cpu"), ContinualEngine(DEFAULT_WEIGHTS, "cpu", fixed=True)
+    assert not plain.continual.fixed and fixed.continual.fixed
+    for t in range(100, 140, 3):  # person 1 joins later: the two states at different phases
+        ms = (0, 1) if t >= 110 else (0,)
+        rows = [RowKey("clip", m, m, t) for m in ms]
+        windows = np.stack([window(clip, m, t, plain.window) for m in ms])
+        a, fa = plain.submit(windows, rows)()
+        b, fb = fixed.submit(windows, rows)()
+        assert np.abs(a - b).max() < 1e-5 and np.abs(fa - fb).max() < 1e-4
+
+
+def test_a_state_far_behind_catches_up_over_batches(clip):
+    engine, regular = ContinualEngine(DEFAULT_WEIGHTS, "cpu", catch_up=8), Engine(DEFAULT_WEIGHTS, "cpu")
+    full = ContinualEngine(DEFAULT_WEIGHTS, "cpu", catch_up=engine.window)
+    person, lagged = engine._person(RowKey("s", 0, 0, 0)), 0
+    for t in range(100, 190):
+        w = window(clip, 0, t, engine.window)[None]
+        before = person.seq
+        probs, _ = engine.submit(w, [RowKey("s", 0, 0, t)])()
+        ref, _ = full.submit(w, [RowKey("s", 0, 0, t)])()
+        assert person.seq - max(before, t - engine.window) <= 8, "at most catch_up frames a batch"
+        lagged += person.seq < t
+        if person.answered_at == t:  # not ready: the window form's own answer
+            assert np.abs(probs - regular(w)[0]).max() < 1e-5
+    assert lagged and person.seq == 189 and person.stepped == full.people[("s", 0)].stepped
+    # each frame is normalised by the window it is stepped from (later windows, catching up)
+    assert np.abs(probs - ref).max() < 0.02, "caught up: the state answers as one stepped at once"
