@@ -130,7 +130,9 @@ class ContinualEngine(Engine):
             raise ValueError("the continual engine needs the person of each row")
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
         probs = torch.empty(len(rows), self.num_class, device=self.device)
-        frames = torch.empty(len(rows), self.channels, self.joints, 1, device=self.device) if self.predicts else None
+        ahead = (self.horizon,) if self.horizon > 1 else ()  # a predictor of several frames: (R, C, H, V, 1)
+        frames = torch.empty((len(rows), self.channels, *ahead, self.joints, 1), device=self.device) \
+            if self.predicts else None
         for part in _rounds(rows):  # a person's windows in one batch (a file stream's), oldest first
             p, f = self._answer(raw[part], windows[part], [rows[i] for i in part])
             probs[part] = p

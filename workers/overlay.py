@@ -9,9 +9,9 @@ What a frame shows (:func:`annotate`):
   has nobody;
 - where a result predicted this very frame (the result of frame ``seq - 1``), each person's
   predicted skeleton as white dashes over the live one, with a legend in the bottom-left
-  corner; with results that carry several frames ahead (``--future``), also the skeleton
-  predicted ``H`` frames earlier for this frame (the farthest the model predicts), in yellow,
-  so the video shows how far ahead the prediction holds.
+  corner; with results that carry several frames ahead (``--future``), also the skeleton the
+  earliest result that reaches this frame predicted for it (up to ``H`` frames before, the
+  farthest the model predicts), in yellow, so the video shows how far ahead the prediction holds.
 
 Text is sized from the frame height and drawn once, on a mask whose dilation is its dark
 outline, so fill and outline always match.
@@ -286,9 +286,9 @@ def annotate(image: np.ndarray, frame: Frame, result: Result | None, prediction:
              earlier: Result | None = None, fps: float | None = None) -> np.ndarray:
     """A copy of ``image`` with the frame's skeletons and ``result``'s labels; with
     ``prediction`` (the result of frame ``frame.seq - 1``), the skeletons it predicted for
-    this frame as white dashes and the legend; with ``earlier`` (a result whose people carry
-    ``future`` frames, H of them, of frame ``frame.seq - H``), the skeletons it predicted for this
-    frame in yellow (``fps``: the video's, to say how long H frames are)."""
+    this frame as white dashes and the legend; with ``earlier`` (an earlier result whose people
+    carry ``future`` frames that reach this frame, two or more frames before it), the skeletons it
+    predicted for this frame in yellow (``fps``: the video's, to say how long ago that was)."""
     out = image.copy()
     thickness = skeleton_width(out.shape[0])
     for person in frame.persons:
@@ -296,11 +296,10 @@ def annotate(image: np.ndarray, frame: Frame, result: Result | None, prediction:
     predicted = []
     if prediction is not None and prediction.seq + 1 == frame.seq:
         predicted = [np.asarray(p.next_frame, np.float32) for p in prediction.people if p.next_frame]
-    far, frames = [], 0
-    if earlier is not None:
-        far = [np.asarray(p.future[-1], np.float32) for p in earlier.people
-               if p.future and earlier.seq + len(p.future) == frame.seq]
-        frames = frame.seq - earlier.seq
+    far, frames = [], frame.seq - earlier.seq if earlier is not None else 0
+    if frames > 1:
+        far = [np.asarray(p.future[frames - 1], np.float32) for p in earlier.people
+               if p.future and len(p.future) >= frames]
     for kp in far:
         draw_predicted(out, kp, frame.layout, FUTURE_COLOR)
     for kp in predicted:
@@ -403,7 +402,7 @@ class Overlay:
                 result = self._latest_before(frame.seq)
             self.pending.popleft()
             self.pending_bytes -= image.nbytes
-            earlier = self._at(frame.seq - self.horizon) if self.horizon > 1 else None
+            earlier = self._covering(frame.seq - self.horizon) if self.horizon > 1 else None
             self.writer.write(annotate(image, frame, result, self._at(frame.seq - 1), earlier, self.fps))
         self._prune()
 

@@ -184,7 +184,9 @@ def test_the_skeleton_predicted_frames_before_is_drawn_in_yellow_with_its_legend
     assert future_legend(10, 30.0) == "predicted 10 frames before (333 ms)"
     too_short = result(moved.seq, [PersonResult(p.id, p.label, p.score, p.top, p.next_frame, [p.next_frame] * 9)
                                    for p in moved.people])
-    assert np.array_equal(annotate(image, frame, current, None, too_short, fps=30.0), plain)  # predicted another frame
+    assert np.array_equal(annotate(image, frame, current, None, too_short, fps=30.0), plain)  # does not reach it
+    one_before = result(frame.seq - 1, earlier.people)  # a next-frame prediction: white, not yellow
+    assert not (np.all(annotate(image, frame, current, None, one_before) == FUTURE_COLOR, axis=2)).any()
 
 
 class Recorder:
