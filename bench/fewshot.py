@@ -20,7 +20,10 @@ Five Penn Action classes unlike any UTD-MHAD action are held out; for k = 1, 5, 
 per class (seeded draw from the official training split) and each seed, three runs of the same
 short budget (``--steps`` optimisation steps): custom.yaml's recipe fine-tuning the start model
 (``fine-tune``), the same with its first 6 blocks fixed (``fine-tune-6-fixed``), and the same
-network from random weights (``scratch``). All are tested on the official test clips of the five
+network from random weights (``scratch``); with ``--pretrained CKPT``, also the recipe from a
+network pretrained without labels (``self-supervised``: ``configs/train/predict_2d.yaml``, the
+encoder-decoder that predicts the coming frames, on the merged real-video training clips, whose
+labels it never reads; the held-out classes' test clips are not among them). All are tested on the official test clips of the five
 classes (the first ``--test-per-class`` of each: a subset, to keep it to minutes on a CPU); top-1
 among the five. Prints and writes bench/results/fewshot_cpu.json (runs of a later invocation with
 the same settings are added to it) and the plot docs/fewshot_cpu.png.
@@ -189,6 +192,7 @@ MODES: dict[str, dict[str, Any]] = {
     "fine-tune": {"freeze_blocks": 0},                  # custom.yaml's recipe: every layer trained
     "fine-tune-6-fixed": {"freeze_blocks": 6},          # the first 6 of 10 blocks fixed: cheaper steps
     "scratch": {"init_from": None, "freeze_blocks": 0, "lr": 0.05},   # the same network, random weights
+    "self-supervised": {"freeze_blocks": 0},            # from the --pretrained encoder-decoder (no labels)
 }
 
 
@@ -218,8 +222,8 @@ def train_once(data: Path, work: Path, start: Path, mode: str, steps: int, n_tra
             "epochs": epochs, "steps": epochs * per_epoch}
 
 
-def curve(work: Path, ks: list[int], modes: list[str], steps: int, test_per_class: int, seeds: list[int]
-          ) -> dict[str, Any]:
+def curve(work: Path, ks: list[int], modes: list[str], steps: int, test_per_class: int, seeds: list[int],
+          pretrained: Path | None = None) -> dict[str, Any]:
     """Fine-tuned against from-scratch top-1 on the held-out classes for each k, mode and seed (the seed
     draws the k clips and initialises the run)."""
     train_x, train_y, names = load_split(PENN, "train")
@@ -236,7 +240,8 @@ def curve(work: Path, ks: list[int], modes: list[str], steps: int, test_per_clas
             subset(data, test_x, test_y, test, remap, "val")
             (data / "class_names.txt").write_text("".join(c + "\n" for c in HELD_OUT))
             for mode in modes:
-                r = train_once(data, work / f"run_k{k}_s{seed}_{mode}", init, mode, steps, k * len(classes), seed)
+                start = pretrained if mode == "self-supervised" else init
+                r = train_once(data, work / f"run_k{k}_s{seed}_{mode}", start, mode, steps, k * len(classes), seed)
                 rows.append({"k": k, "mode": mode, "seed": seed, **r})
                 print(f"k={k:2d} seed {seed} {mode:13s} top-1 {r['top1']:.3f} ({r['train_s']:.0f} s, "
                       f"{r['steps']} steps)", flush=True)
@@ -244,6 +249,8 @@ def curve(work: Path, ks: list[int], modes: list[str], steps: int, test_per_clas
             "start_model": f"git {START_COMMIT}:{START_PATH} (UTD-MHAD Kinect projected to 2D, 27 classes, "
                            "never saw Penn Action)",
             "held_out": HELD_OUT, "test_clips": len(test), "test_per_class": test_per_class, "steps": steps,
+            **({"pretrained": f"{pretrained.name}: configs/train/predict_2d.yaml, seed 0, 40 epochs on the merged "
+                              "real-video training clips without labels (NVIDIA H200)"} if pretrained else {}),
             "rows": rows, "summary": summarise(rows)}
 
 
@@ -277,7 +284,8 @@ def plot(curve_result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
-    for mode, style in (("fine-tune", "o-"), ("fine-tune-6-fixed", "^:"), ("scratch", "s--")):
+    for mode, style in (("fine-tune", "o-"), ("fine-tune-6-fixed", "^:"), ("scratch", "s--"),
+                        ("self-supervised", "d-.")):
         rows = [r for r in curve_result["summary"] if r["mode"] == mode]
         if not rows:
             continue
@@ -302,11 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fewshot", description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("flow", "curve", "both"), default="both")
     parser.add_argument("--ks", default="1,5,10", help="training clips per held-out class (default 1,5,10)")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help=f"curve runs, comma-separated, of {', '.join(MODES)} (default all)")
+    parser.add_argument("--modes", default="fine-tune,fine-tune-6-fixed,scratch",
+                        help=f"curve runs, comma-separated, of {', '.join(MODES)} (default all but self-supervised)")
     parser.add_argument("--steps", type=int, default=60, help="optimisation steps per curve run (default 60)")
     parser.add_argument("--test-per-class", type=int, default=30, help="test clips per held-out class (default 30)")
     parser.add_argument("--seeds", default="0", help="curve: seeds, comma-separated (default 0)")
+    parser.add_argument("--pretrained", type=Path, metavar="CKPT",
+                        help="curve: a checkpoint pretrained without labels (python -m stgcn.train "
+                             "configs/train/predict_2d.yaml), for the self-supervised mode")
     parser.add_argument("--takes", type=int, default=5, help="flow: takes per class (default 5)")
     parser.add_argument("--take-frames", type=int, default=90, help="flow: frames per take (default 90: 3 s)")
     parser.add_argument("--out", help="results JSON (default bench/results/fewshot_cpu.json)")
@@ -339,9 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                 unknown = sorted(set(modes) - set(MODES))
                 if unknown:
                     raise ValueError(f"--modes: unknown {unknown}; known: {', '.join(MODES)}")
+                if "self-supervised" in modes and (args.pretrained is None or not args.pretrained.is_file()):
+                    raise ValueError("--modes self-supervised needs --pretrained CKPT (an existing checkpoint)")
                 new = {"date": date.today().isoformat(),
                        **curve(Path(tmp) / "curve", ks, modes, args.steps, args.test_per_class,
-                                [int(x) for x in args.seeds.split(",")])}
+                                [int(x) for x in args.seeds.split(",")], args.pretrained)}
                 payload["curve"] = merge_curve(payload.get("curve"), new)
         write_results("fewshot_cpu", payload, out)
         if "curve" in payload:
