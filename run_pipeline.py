@@ -57,11 +57,13 @@ class Worker:
     restart_times: list[float] = field(default_factory=list)
     pinned: str | None = None  # a source: the inference worker its stream goes to
     resends: bool = False  # a replay: restarted, it sends its stream again (workers/replay.py)
+    extra: list[str] = field(default_factory=list)  # flags of its next start only
 
     def start(self) -> None:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep packages found there
         env = {**os.environ, "PYTHONPATH": path, SUPERVISOR_ENV: str(os.getpid())}
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env)
+        self.proc = subprocess.Popen(self.argv + self.extra, cwd=ROOT, env=env)
+        self.extra = []
         self.started_at = time.time()
 
 
@@ -177,8 +179,9 @@ class Supervisor:
     def restart_inference(self, worker: Worker) -> None:
         """Restart a crashed inference worker. Its replays send their streams again from the
         first frame (stopped before it binds, so that no old frame reaches it first): it rebuilds
-        their windows as they were, and the sink drops those it already has, so none is lost or
-        written twice. A replay whose stream has ended in the sink is left alone."""
+        their windows as they were, classifying only those after the sink's last result of the
+        stream (the sink drops any it already has), so none is lost or written twice. A replay
+        whose stream has ended in the sink is left alone."""
         again = [s for s in self.sources() if s.pinned == worker.name and s.resends and not s.failed
                  and s.stream not in self.sink.ended]
         for source in again:
@@ -188,6 +191,8 @@ class Supervisor:
         worker.start()
         for source in again:
             log.info("%s sends its stream again to the restarted %s", source.name, worker.name)
+            delivered = self.sink.last_seq.get(source.stream)
+            source.extra = [] if delivered is None else ["--delivered-through", str(delivered)]
             source.done = False
             source.start()
 

@@ -63,6 +63,12 @@ class StreamState:
         return self.rules.due(self.since, self.buffer.valid)
 
     @property
+    def delivered_through(self) -> int:
+        """The last frame whose window's result was already delivered (a restarted worker's
+        sender says so in its start message; -1: none), so it need not be classified again."""
+        return int(self.meta.get("delivered_through", -1))
+
+    @property
     def has_tail(self) -> bool:
         """Frames after the last window, enough for one more (a stream's end classifies them)."""
         return self.since > 0 and self.buffer.valid >= self.rules.min_frames and self.last is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -394,7 +395,12 @@ def test_killed_inference_worker_is_restarted_and_the_run_completes(tmp_path, ti
                    if "stream walk started (" in line or "stream walk: start message after" in line]
         assert len(started) == 2, started
         assert all("lossless" in line for line in started)
-        print(f"killed after seq {got[before - 1]['seq']}; {len(after)} results after the restart")
+        # the restarted worker rebuilt the windows already delivered without classifying them again
+        final = [line for line in stderr.splitlines() if "final stats:" in line]
+        assert len(final) == 1 and "delivered before a restart" in final[0], final
+        windows = int(re.search(r"(\d+) windows,", final[0]).group(1))
+        assert windows <= len(after) + 1, f"{windows} windows classified for {len(after)} new results"
+        print(f"killed after seq {got[before - 1]['seq']}; {len(after)} results after the restart; {final[0]}")
     finally:
         cleanup(proc, tag)
 

@@ -130,7 +130,7 @@ class InferenceWorker:
         if state.recorder is not None:
             state.record(data)
         if state.due:
-            self.scheduler.add(state.job(), state.live)
+            self._schedule(state)
 
     def _on_batch(self, msg: FrameBatch, data: bytes, t_recv: float) -> None:
         """A batch as its frames one by one would go, in chunks that end where a window is due."""
@@ -139,7 +139,7 @@ class InferenceWorker:
         if not self._accepts(msg.stream, msg.layout, msg.joints, len(msg.tracks), n):
             return
         state = self._state(msg.stream)
-        kept, taken, error = state.add_batch(msg, t_recv, lambda: self.scheduler.add(state.job(), state.live))
+        kept, taken, error = state.add_batch(msg, t_recv, lambda: self._schedule(state))
         if error is not None:
             self.instruments.bad_frames += n - taken
             log.warning("stream %s seqs %d..%d: %s; dropped", msg.stream, msg.seq[taken], msg.seq[-1], error)
@@ -147,13 +147,23 @@ class InferenceWorker:
         if state.recorder is not None and len(kept):
             state.record(data if len(kept) == n else encode(msg.select(kept)))
 
+    def _schedule(self, state: StreamState) -> None:
+        """Queue the stream's due window, unless its result was delivered before this worker was
+        restarted (the sender rebuilds the stream from its first frame; only the windows after
+        the last one delivered are classified again)."""
+        job = state.job()
+        if job.seq <= state.delivered_through:
+            self.instruments.delivered_before += 1
+            return
+        self.scheduler.add(job, state.live)
+
     def _on_end(self, msg: StreamEnd, data: bytes) -> None:
         state = self.streams.get(msg.stream)
         if state is None:
             return
         self._finish_batch()  # results in flight go out before the end record
         if state.has_tail:
-            self.scheduler.add(state.job(), state.live)  # the tail of the stream gets its result too
+            self._schedule(state)  # the tail of the stream gets its result too
         while self.scheduler.has(msg.stream):
             self._run_batch()
         if state.recorder is not None:

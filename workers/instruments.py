@@ -67,6 +67,7 @@ class Instruments:
         self.frames_in = 0
         self.bad_frames = 0
         self.stale = 0
+        self.delivered_before = 0  # windows not classified again: delivered before a restart
         self.windows = 0
         self.batches = 0
         self.latency = {s: deque(maxlen=2000) for s in LATENCY_STAGES}
@@ -100,6 +101,7 @@ class Instruments:
         out: dict[str, Any] = {
             "streams": streams, "frames_in": self.frames_in, "bad_messages": bad_messages,
             "bad_frames": self.bad_frames, "stale_frames": self.stale, "skipped_windows": skipped,
+            "delivered_before": self.delivered_before,
             "windows": self.windows, "batches": self.batches,
             "latency_ms": {s: _p50_p99(v) for s, v in self.latency.items() if v}}
         if self.diagnostics:
@@ -122,4 +124,6 @@ def describe(stats: dict[str, Any], final: bool = False) -> str:
     total = stats["latency_ms"].get("total")
     return (f"{'final ' if final else ''}stats: {stats['streams']} streams, {stats['frames_in']} frames in, "
             f"{stats['windows']} windows, {stats['skipped_windows']} skipped, {stats['bad_messages']} bad messages, "
-            f"{stats['bad_frames']} bad frames" + (f", frame-to-result p99 {total['p99']:.0f} ms" if total else ""))
+            f"{stats['bad_frames']} bad frames"
+            + (f", {stats['delivered_before']} delivered before a restart" if stats.get("delivered_before") else "")
+            + (f", frame-to-result p99 {total['p99']:.0f} ms" if total else ""))

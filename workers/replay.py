@@ -15,7 +15,9 @@ first frame: at full speed up to the last frame any earlier run sent, then at it
 inference worker that still holds the stream drops the frames it has (stale), so it gets exactly
 those that died with the killed sender's queue; a restarted one rebuilds the stream's ring
 buffer and window clock as they were, so every window falls where it did (the results sink drops
-the windows it already has, see ``workers/sinks.py``).
+the windows it already has, see ``workers/sinks.py``). With ``--delivered-through SEQ`` (the
+supervisor passes the sink's last result of the stream) the restarted worker does not classify
+the windows up to SEQ again: it only rebuilds them.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0, help="sample of an npy dataset")
     parser.add_argument("--npy-offset", type=float, default=0.0,
                         help="added to x, y of npy data (0.5 undoes the Kinetics minus-0.5 preprocessing)")
+    parser.add_argument("--delivered-through", type=int, metavar="SEQ",
+                        help="the stream's results up to frame SEQ were delivered: a restarted inference worker "
+                             "rebuilds those windows without classifying them again")
     parser.add_argument("--state-file", help="resume file: a restarted replay sends its frames again, at full "
                         "speed up to the last one sent, then at its pace")
     parser.add_argument("--label", help="the action the take shows, in the stream's metadata (replaces a recorded one)")
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     width=frames[0].width, height=frames[0].height)
         if args.label:
             meta["label"] = args.label
+        if args.delivered_through is not None:
+            meta["delivered_through"] = args.delivered_through
         fps = None if args.fast else (args.fps or float(meta.get("fps") or 30.0))
         sent_before = read_resume_seq(args.state_file)
         emitter = StreamEmitter(split_list(args.connect) or settings.endpoints.frames, stream, meta, live=False,
