@@ -291,7 +291,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.debug)
-    command = " ".join(["python -m bench.prediction_live", shlex.join(sys.argv[1:] if argv is None else list(argv))]).strip()
+    given = shlex.join(sys.argv[1:] if argv is None else list(argv))
+    command = f"python -m bench.prediction_live {given}".strip()
 
     def body() -> int:
         import stgcn
