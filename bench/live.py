@@ -289,19 +289,24 @@ def run_clip(clip: Clip, args: argparse.Namespace, workdir: Path, timeout: float
     log_path = workdir / f"{clip.name}.log"
     argv = [sys.executable, str(ROOT / "run_pipeline.py"), "--video", str(video), "--output", str(output),
             "--quiet"] + pipeline_flags(args)
+    seconds = run_logged(argv, clip.name, log_path, timeout)
+    streams = read_results(output)
+    return [r for records in streams.values() for r in records], seconds
+
+
+def run_logged(argv: list[str], name: str, log_path: Path, timeout: float) -> float:
+    """Run a pipeline command with its output in ``log_path``; its seconds. RuntimeError (naming
+    ``name`` and the log's last line) when it fails or outlasts ``timeout``."""
     t0 = time.time()
     with open(log_path, "w") as logf:
         try:
             code = subprocess.run(argv, cwd=ROOT, env=ENV, stdout=logf, stderr=subprocess.STDOUT,
                                   timeout=timeout).returncode
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{clip.name}: run_pipeline.py did not finish in {timeout:.0f} s "
-                               f"(log: {log_path})") from None
-    seconds = time.time() - t0
+            raise RuntimeError(f"{name}: run_pipeline.py did not finish in {timeout:.0f} s (log: {log_path})") from None
     if code != 0:
-        raise RuntimeError(f"{clip.name}: run_pipeline.py exited {code}: {last_line(log_path)}")
-    streams = read_results(output)
-    return [r for records in streams.values() for r in records], seconds
+        raise RuntimeError(f"{name}: run_pipeline.py exited {code}: {last_line(log_path)}")
+    return time.time() - t0
 
 
 def last_line(path: Path) -> str:

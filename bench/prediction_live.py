@@ -37,10 +37,8 @@ import argparse
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,7 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.common import ROOT, RESULTS, machine, shown, write_results
-from bench.live import ENV, file_digest, last_line, read_results, trim_video
+from bench.live import file_digest, read_results, run_logged, trim_video
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.recording import SUFFIX, read_recording
 
@@ -88,17 +86,7 @@ def run_video(video: Path, workdir: Path, weights: str | None, max_frames: int |
     if weights:
         argv += ["--weights", weights]
     log.info("%s: $ %s", video.name, " ".join(argv))
-    t0 = time.time()
-    with open(log_path, "w") as logf:
-        try:
-            code = subprocess.run(argv, cwd=ROOT, env=ENV, stdout=logf, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{video.name}: run_pipeline.py did not finish in {timeout:.0f} s "
-                               f"(log: {log_path})") from None
-    seconds = time.time() - t0
-    if code != 0:
-        raise RuntimeError(f"{video.name}: run_pipeline.py exited {code}: {last_line(log_path)}")
+    seconds = run_logged(argv, video.name, log_path, timeout)
     streams = read_results(output)
     recordings = sorted(record.glob(f"*{SUFFIX}"))
     if len(streams) != 1 or len(recordings) != 1:
