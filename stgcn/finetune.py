@@ -23,9 +23,10 @@ from torch import nn
 
 log = logging.getLogger("stgcn.finetune")
 
-# model arguments that a fine-tune may set itself (a new predictor head included); the others are the
-# checkpoint's architecture
-TUNABLE = ("num_class", "dropout", "predictor_horizon", "predictor_history")
+# model arguments a fine-tune sets itself (the class count comes from the data), and those it may
+# change (a new predictor head), else the checkpoint's; the others are the checkpoint's architecture
+OWN = ("num_class", "dropout")
+TUNABLE = OWN + ("predictor_horizon", "predictor_history")
 
 
 def resolve(spec: str | Path) -> Path:
@@ -57,7 +58,7 @@ def adopt_architecture(cfg: dict[str, Any]) -> dict[str, Any]:
     source = _load(spec).config
     cfg = copy.deepcopy(cfg)
     model = {k: v for k, v in cfg.get("model", {}).items() if k in TUNABLE}
-    cfg["model"] = {**{k: v for k, v in source["model"].items() if k not in TUNABLE}, **model}
+    cfg["model"] = {**{k: v for k, v in source["model"].items() if k not in OWN}, **model}
     data = cfg.setdefault("data", {})
     norm = source.get("normalisation") or {"name": "none"}
     if data.get("normalisation") not in (None, norm):
