@@ -283,7 +283,7 @@ class ContinualSTGCN(nn.Module):
 
     @torch.no_grad()
     def next_frame(self, rows: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
-        """The predictor head on each row's newest last-block output and its last two frames."""
+        """The predictor head on each row's newest last-block output and its last frames (``recent``)."""
         if self.net.predictor is None:
             raise RuntimeError("this model has no next-frame predictor head")
         return self.net.predictor(self._state["feat"][rows], recent)
