@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fewshot", description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("flow", "curve", "both"), default="both")
     parser.add_argument("--ks", default="1,5,10", help="training clips per held-out class (default 1,5,10)")
-    parser.add_argument("--modes", default="fine-tune,fine-tune-6-fixed,scratch",
+    parser.add_argument("--modes", default=",".join(m for m in MODES if m != "self-supervised"),
                         help=f"curve runs, comma-separated, of {', '.join(MODES)} (default all but self-supervised)")
     parser.add_argument("--steps", type=int, default=60, help="optimisation steps per curve run (default 60)")
     parser.add_argument("--test-per-class", type=int, default=30, help="test clips per held-out class (default 30)")

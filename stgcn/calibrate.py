@@ -25,7 +25,7 @@ import torch
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 
 from .checkpoint import load_model, save_checkpoint
-from .config import load_config
+from .config import checkpoint_training_config
 from .data import build_datasets, make_loader, resolve_workers
 from .engine import pick_device
 from .evaluation import autocast
@@ -70,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         device = pick_device(args.device)
         model = select_streams(load_model(args.weights, device=device), args.streams)
-        cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
-        if not cfg:
-            raise ValueError(f"{args.weights}: carries no training config; pass --config")
-        if model.config.get("task"):  # what the checkpoint does (a decoder trained on a fixed classifier: both)
-            cfg["train"] = {**cfg.get("train", {}), "task": model.config["task"]}
+        cfg = checkpoint_training_config(model.config, args.weights, args.config)
         if args.data_dir:
             d = Path(args.data_dir)
             cfg.setdefault("data", {})["train"] = {"data": str(d / "train_data.npy"),

@@ -22,6 +22,19 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def checkpoint_training_config(model_config: dict[str, Any], weights: str | Path, path: str | Path | None = None
+                               ) -> dict[str, Any]:
+    """The training config to rebuild a checkpoint's data with: the YAML at ``path``, else the one
+    the checkpoint carries, its task set to what the checkpoint does (a decoder trained on a fixed
+    classifier both classifies and predicts). ValueError when there is none."""
+    cfg = load_config(path) if path else dict(model_config.get("train_config") or {})
+    if not cfg:
+        raise ValueError(f"{weights}: carries no training config; pass a config")
+    if model_config.get("task"):
+        cfg["train"] = {**cfg.get("train", {}), "task": model_config["task"]}
+    return cfg
+
+
 def class_names(spec: Any, num_class: int) -> list[str]:
     """Class names from a list, a JSON/text file path, or ``None`` (numbered)."""
     if spec is None:

@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 
 from .checkpoint import load_model
-from .config import load_config, serving_config
+from .config import checkpoint_training_config, serving_config
 from .data import available_cpus, build_datasets, load_class_names, make_loader
 from .engine import pick_device
 from .streams import select_streams
@@ -132,11 +132,7 @@ def report_classification(metrics: dict[str, Any], cmap: ClassMap | None, data_l
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model = select_streams(load_model(args.weights, device=device), args.streams)
-    cfg = load_config(args.config) if args.config else dict(model.config.get("train_config") or {})
-    if not cfg:
-        raise ValueError(f"{args.weights}: carries no training config; pass CONFIG")
-    if model.config.get("task"):  # what the checkpoint does (a decoder trained on a fixed classifier: both)
-        cfg["train"] = {**cfg.get("train", {}), "task": model.config["task"]}
+    cfg = checkpoint_training_config(model.config, args.weights, args.config)
     d = Path(args.data_dir) if args.data_dir else None
     if d is not None:
         cfg.setdefault("data", {})["val"] = {"data": str(d / "val_data.npy"), "label": str(d / "val_label.pkl")}

@@ -92,6 +92,9 @@ def evaluate_prediction(model: torch.nn.Module, loader: DataLoader, device: torc
     sums = {k: np.zeros(horizon) for k in GUESSES}
     raw = {k: np.zeros(horizon) for k in GUESSES}
     counts = np.zeros(horizon)
+    if per_sample is not None:
+        shape = (len(loader.dataset), horizon)
+        per_sample.update({k: np.zeros(shape) for k in (*GUESSES, *(f"{g}_data_units" for g in GUESSES), "joints")})
     for batch in tqdm(loader, desc="eval-next", leave=False, disable=not progress):
         x, recent, target, scale = (batch[k].to(device, non_blocking=True) for k in ("x", "recent", "target", "scale"))
         with autocast(device, amp):
@@ -109,9 +112,8 @@ def evaluate_prediction(model: torch.nn.Module, loader: DataLoader, device: torc
                 sums[key][h] += local.sum()
                 raw[key][h] += data_units.sum()
                 if per_sample is not None:
-                    per_sample.setdefault(key, np.zeros((len(loader.dataset), horizon)))[index, h] = local
-                    per_sample.setdefault(f"{key}_data_units", np.zeros((len(loader.dataset), horizon)))[index, h] = data_units
-                    per_sample.setdefault("joints", np.zeros((len(loader.dataset), horizon)))[index, h] = n
+                    per_sample[key][index, h], per_sample[f"{key}_data_units"][index, h] = local, data_units
+                    per_sample["joints"][index, h] = n
             counts[h] += n.sum()
     return prediction_summary(sums, raw, counts)
 

@@ -147,15 +147,16 @@ class Transform:
         """
         x, p = self.apply(raw)
         ref = p.center[..., :, -1, :]
-        recent = torch.stack([self.to_local(raw[..., :, t, :, :], ref, p.scale) for t in range(-history, 0)], dim=-3)
+        recent = self._frames_to_local(raw[..., :, -history:, :, :], ref, p.scale)
         target = None
         if next_frame is not None:
-            if next_frame.dim() == raw.dim():  # several frames ahead
-                target = torch.stack([self.to_local(next_frame[..., :, h, :, :], ref, p.scale)
-                                      for h in range(next_frame.shape[-3])], dim=-3)
-            else:
-                target = self.to_local(next_frame, ref, p.scale)
+            several = next_frame.dim() == raw.dim()  # frames t+1..t+H
+            target = (self._frames_to_local if several else self.to_local)(next_frame, ref, p.scale)
         return x, recent, p, target
+
+    def _frames_to_local(self, frames: torch.Tensor, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """:meth:`to_local` of frames ``(..., C, K, V, M)`` at once (one center and scale for all)."""
+        return self.to_local(frames.movedim(-3, -4), center[..., None, :, :], scale[..., None, :]).movedim(-4, -3)
 
     def _frame_mask(self, frame: torch.Tensor) -> torch.Tensor:
         if self.has_confidence:
