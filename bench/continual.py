@@ -1,13 +1,15 @@
 """Continual ST-GCN against the regular window: work per result, time per result, accuracy.
 
-    python -m bench.continual [--device cpu|cuda] [--batches 1 8 64] [--eval-json EVAL.json]
-                              [--live VIDEO ...] [--out PATH]
+    python -m bench.continual [--device cpu|cuda] [--batches 1 8 64] [--engine PEOPLE ...]
+                              [--eval-json EVAL.json] [--live VIDEO ...] [--out PATH]
 
 - FLOPs (``torch.utils.flop_counter``): one regular window (300 frames, and the checkpoint's own
   window) against one continual step of the same model, averaged over the 4 steps of a stride
   cycle after warm-up, and the costliest step of the cycle (all strides fall on it).
 - Time, median milliseconds for a batch of B people on ``--device``: the regular network on a
   normalised window against one continual step (normalised frames in, state updated, logits read).
+- Serving (``--engine N``): :class:`~stgcn.continual_engine.ContinualEngine` alone on N people
+  at stride 1: the first batch (everyone new) and the batches after it, median and p99 ms.
 - Accuracy, from ``python -m stgcn.eval --continual --json EVAL.json`` on the default model's
   test split (``--eval-json``): regular top-1 minus each continual mode's (live, clip).
 - Live (``--live VIDEO``, repeatable; the CPU): each real video played at its frame rate as a
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -41,7 +45,7 @@ from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.endpoints import free_endpoints
 from stgcn import DEFAULT_WEIGHTS, load_model
 from stgcn.continual import Continual
-from stgcn.continual_engine import READY_OUTPUTS
+from stgcn.continual_engine import READY_OUTPUTS, ContinualEngine, RowKey
 
 
 def flops(fn) -> int:
@@ -58,8 +62,9 @@ def _frames(n: int, t: int, device: torch.device) -> torch.Tensor:
 
 
 def flop_table(model: torch.nn.Module, window: int, device: torch.device) -> dict[str, Any]:
-    """FLOPs of regular windows and of continual steps (one person)."""
-    co = Continual(model, window, slots=1)
+    """FLOPs of regular windows and of continual steps (one person; stepped by subsetting, the
+    count of the algorithm: CUDA's fixed-shape steps also compute rows a stride leaves out)."""
+    co = Continual(model, window, slots=1, fixed=False)
     rows = torch.tensor([0], device=device)
     x = _frames(1, co.delay + 8, device)[..., 0]
     with torch.no_grad():
@@ -102,6 +107,50 @@ def time_table(model: torch.nn.Module, window: int, batches: list[int], device: 
         print(f"batch {b:5d}: window {window_ms:8.2f} ms, continual step {step_ms:7.2f} ms "
               f"({window_ms / step_ms:.1f}x)")
     return rows_out
+
+
+def engine_table(weights: str, device: str, people: list[int], frames: int, profile: Path | None
+                 ) -> list[dict[str, Any]]:
+    """The serving path alone: :class:`ContinualEngine` answering ``n`` people's windows at
+    stride 1 (random frames, one batch per frame): its construction, the first batch (every
+    person new: stepped ``catch_up`` frames, answered by the window form), and the next
+    ``frames`` batches (one step each; the window form every 4th frame until a state is ready)."""
+    out = []
+    for n in people:
+        t0 = time.perf_counter()
+        engine = ContinualEngine(weights, device)
+        build_ms = 1000 * (time.perf_counter() - t0)
+        g = np.random.default_rng(0)
+        windows = np.zeros((n, *engine.sample_shape), np.float32)
+        windows[..., 0] = g.random(windows[..., 0].shape, np.float32)
+        windows[:, 2, ..., 0] = 1.0
+        times = []
+        for t in range(frames + 1):
+            rows = [RowKey(f"s{i}", 0, 0, 1000 + t) for i in range(n)]
+            start = time.perf_counter()
+            engine.submit(windows, rows)()
+            times.append(1000 * (time.perf_counter() - start))
+            windows = np.roll(windows, -1, axis=2)
+        steady = sorted(times[1:])
+        row = {"people": n, "build_ms": build_ms, "first_batch_ms": times[0],
+               "batch_p50_ms": steady[len(steady) // 2], "batch_p99_ms": steady[int(0.99 * (len(steady) - 1))],
+               "batch_max_ms": steady[-1], "frames_per_s": 1000 * n / statistics.mean(steady)}
+        out.append(row)
+        print(f"engine, {n} people: built in {build_ms:.0f} ms, first batch {times[0]:.0f} ms, then p50 "
+              f"{row['batch_p50_ms']:.1f} ms p99 {row['batch_p99_ms']:.1f} ms ({row['frames_per_s']:.0f} frames/s)")
+        if profile is not None:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            with torch_profile(activities=acts) as prof:
+                for t in range(8):
+                    engine.submit(windows, [RowKey(f"s{i}", 0, 0, 2000 + frames + t) for i in range(n)])()
+                    windows = np.roll(windows, -1, axis=2)
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=60)
+            with open(profile, "a") as f:
+                f.write(f"# ContinualEngine, {n} people, 8 batches at stride 1\n{table}\n")
+    return out
 
 
 LIVE_CHOICES = (("window", 4), ("window", 1), ("continual", 1))
@@ -164,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", help="people per batch (default 1 8 on the CPU, "
                                                            "1 64 256 1024 2048 on CUDA)")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--engine", type=int, nargs="+", metavar="PEOPLE",
+                   help="time the serving engine on this many people at stride 1 (each a run)")
+    p.add_argument("--engine-frames", type=int, default=60, help="batches timed after the first (--engine)")
+    p.add_argument("--profile", type=Path, help="append a torch.profiler table of each --engine run to this file")
     p.add_argument("--eval-json", type=Path, help="stgcn.eval --continual --json output to take accuracy from")
     p.add_argument("--live", type=Path, action="append", help="real video to play as a live camera (repeatable)")
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/continual_<device>.json)")
@@ -184,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
           f"{m['continual_step_flops_max'] / 1e6:.1f} M at most; delay {m['delay_frames']} frames")
     batches = args.batches or ([1, 64, 256, 1024, 2048] if device.type == "cuda" else [1, 8])
     rows = time_table(model, window, batches, device, args.repeats)
+    engine = engine_table(args.weights, args.device, args.engine, args.engine_frames, args.profile) \
+        if args.engine else []
     if args.eval_json:
         metrics.update(accuracy(args.eval_json))
         for mode in ("live", "clip", "served"):
@@ -212,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine(device, with_torch=True),
         "config": {"weights": str(args.weights), "window": window, "streams": model.config["model"].get("streams"),
                    "batches": batches, "repeats": args.repeats, "live": [str(v) for v in args.live or []]},
-        "metrics": metrics, "timing": rows, "live": live}, args.out)
+        "metrics": metrics, "timing": rows, "engine": engine, "live": live}, args.out)
     return 0
 
 

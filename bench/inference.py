@@ -122,7 +122,7 @@ def accuracy_check(engine: Engine, fast_models: dict[str, torch.nn.Module], real
                    ) -> dict[str, float]:
     """Reduced precision against float32 on real windows: logit error, top-1 agreement."""
     out: dict[str, float] = {}
-    x, recent, _, _ = engine.transform.prepare(torch.from_numpy(real).to(engine.device))
+    x, recent, _, _ = engine.transform.prepare(torch.from_numpy(real).to(engine.device), history=engine.history)
     with torch.no_grad():
         torch.backends.cudnn.allow_tf32 = False
         ref = engine.model(x, recent)[0].double()
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         model = engine.model
         fast = engine.net if engine.device.type == "cuda" else fold(model)
         big = raw_windows(max(batches), window, real, rng)
-        xb, rb, _, _ = engine.transform.prepare(torch.from_numpy(big).to(device))
+        xb, rb, _, _ = engine.transform.prepare(torch.from_numpy(big).to(device), history=engine.history)
         gflop = gflop_per_window(model, xb, rb)
         metrics[f"gflop_per_window_w{window}"] = gflop
         print(f"window {window}: {gflop:.2f} GFLOP per window (M=2, V={engine.joints})", flush=True)

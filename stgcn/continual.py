@@ -27,13 +27,15 @@ Two ways to step a set of rows, the same function (equal to 1e-5):
 - **fixed shapes** (``fixed=True``, the CUDA default): the rows are padded to a bucket size
   (:func:`bucket`) with a scratch state row, every block is computed for all of them, and a
   boolean mask says which rows took an input; state and pool are updated only where it is true.
-  So a step runs on a few shapes only (cuDNN plans once per bucket; CUDA graphs can replay it)
-  and never waits for the GPU. It computes the rows that are not due after the stride-2 blocks:
+  So a step runs on a few shapes only (cuDNN plans once per bucket) and never waits for the
+  GPU; on CUDA each bucket's step of two frames is replayed from a CUDA graph. It computes the rows that are not due after the stride-2 blocks:
   on this 2-core CPU it is slower than subsetting (see :class:`ContinualSTGCN`), on a GPU the
   work is not what costs.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,8 @@ from torch import nn
 
 from .model import STGCN, STGCNBlock
 from .streams import MultiStream, fuse, stream_input
+
+log = logging.getLogger(__name__)
 
 PAD = 4  # each temporal convolution's zero padding (kernel 9): its delay in input steps
 MIN_BUCKET = 8  # the smallest number of rows a fixed-shape step runs on
@@ -306,6 +310,10 @@ class Continual(nn.Module):
         self.nets = nn.ModuleList(ContinualSTGCN(net, window, slots, fixed) for net in nets)
         self.parent = model.parent_index if multi else None
         self.coords = model.coords if multi else None
+        p = next(model.parameters())
+        self.graphed = self.fixed and p.device.type == "cuda"  # fixed-shape steps replayed from CUDA graphs
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.graphed else None
 
     @property
     def first(self) -> ContinualSTGCN:
@@ -333,8 +341,11 @@ class Continual(nn.Module):
         return self.first.outputs_after(frames)
 
     def ensure(self, slots: int) -> None:
+        before = self.first.slots
         for net in self.nets:
             net.ensure(slots)
+        if self.first.slots != before:
+            self._graphs.clear()  # they wrote to the old state tensors
 
     def reset(self, rows: torch.Tensor) -> None:
         for net in self.nets:
@@ -355,12 +366,68 @@ class Continual(nn.Module):
             frames, rows = self.first.pad(frames, rows)
             if first is not None:
                 first = torch.cat([first, first.new_zeros(len(rows) - n)])
+            if self.graphed and frames.shape[2] == 2:
+                first = torch.zeros(len(rows), dtype=torch.bool, device=rows.device) if first is None else first
+                if self._replay(frames, rows, first):
+                    return
+        self._step(frames, rows, first, fixed)
+
+    def _step(self, frames: torch.Tensor, rows: torch.Tensor, first: torch.Tensor | None, fixed: bool) -> None:
         for name, net in zip(self.names, self.nets):
             x = frames if name == "joint" else stream_input(frames[..., None], name, self.parent, self.coords)[..., 0]
             x = x[:, :, -1]
             if first is not None and name.endswith("motion"):
                 x = torch.where(first[:, None, None], 0.0, x)
             net.step(x, rows, fixed)
+
+    def capture(self, channels: int, joints: int, rows: int) -> None:
+        """Capture the step graphs of every bucket size up to ``rows`` now (else at first use)."""
+        p = next(self.model.parameters())
+        size = bucket(rows)
+        while self.graphed and size >= MIN_BUCKET:  # largest first: the smaller ones reuse its memory pool
+            self._replay(torch.zeros(size, channels, 2, joints, dtype=p.dtype, device=p.device),
+                         torch.full((size,), self.scratch, dtype=torch.long, device=p.device),
+                         torch.zeros(size, dtype=torch.bool, device=p.device))
+            size //= 2
+
+    def _replay(self, frames: torch.Tensor, rows: torch.Tensor, first: torch.Tensor) -> bool:
+        """A fixed-shape step of two frames from the CUDA graph of its size (captured at first use,
+        again after the state grows: a step is some 300 small kernels, a replay one launch).
+        False, with a warning, where capture fails (the step then runs eagerly from now on)."""
+        entry = self._graphs.get(len(rows))
+        if entry is None:
+            try:
+                entry = self._graphs[len(rows)] = self._capture(frames, len(rows))
+            except RuntimeError as exc:
+                log.warning("CUDA graph capture of the continual step failed, stepping eagerly: %s",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.graphed = False
+                return False
+        graph, s_frames, s_rows, s_first = entry
+        s_frames.copy_(frames)
+        s_rows.copy_(rows)
+        s_first.copy_(first)
+        graph.replay()
+        return True
+
+    def _capture(self, frames: torch.Tensor, size: int
+                 ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The graph of a fixed-shape step of ``size`` rows and its static inputs; its warm-up steps
+        write to the scratch row only."""
+        device = frames.device
+        s_frames = frames.new_zeros((size,) + tuple(frames.shape[1:]))
+        s_rows = torch.full((size,), self.scratch, dtype=torch.long, device=device)
+        s_first = torch.zeros(size, dtype=torch.bool, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step(s_frames, s_rows, s_first, True)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._step(s_frames, s_rows, s_first, True)
+        return graph, s_frames, s_rows, s_first
 
     @torch.no_grad()
     def flush(self, rows: torch.Tensor) -> None:

@@ -54,8 +54,7 @@ class _Person:
     track: int | None
     seq: int  # last frame stepped
     stepped: int = 0  # frames stepped since the state was reset
-    answer: tuple[torch.Tensor, torch.Tensor | None] | None = None  # regular answer in warm-up
-    answered_at: int = -1
+    answered_at: int | None = None  # frame of the window form's answer held for it (in warm-up)
 
 
 # Outputs of the last block a person's state needs before it answers: the first few outputs are
@@ -64,6 +63,8 @@ READY_OUTPUTS = 12
 # Frames a batch steps a state at most; a state further behind catches up over the next batches
 # (at stride s it gains CATCH_UP - s frames a batch).
 CATCH_UP = 16
+# State rows a CUDA engine starts with (its step graphs captured for up to as many people).
+PEOPLE = 256
 
 
 class ContinualEngine(Engine):
@@ -71,16 +72,29 @@ class ContinualEngine(Engine):
 
     def __init__(self, weights: str | Path, device: str = "auto", *, streams: Sequence[str] | None = None,
                  warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS, catch_up: int = CATCH_UP,
-                 fixed: bool | None = None) -> None:
+                 fixed: bool | None = None, people: int = PEOPLE) -> None:
         """``catch_up``: frames a batch steps a state at most (module docstring); ``fixed``: fixed-shape
-        steps (default: on CUDA, :class:`~stgcn.continual.ContinualSTGCN`)."""
+        steps (default: on CUDA, :class:`~stgcn.continual.ContinualSTGCN`); ``people``: on CUDA,
+        state rows made at the start (more are added as people come) and the step graphs of every
+        batch size up to them captured, so that the first batches do not wait for that."""
         super().__init__(weights, device, streams=streams)
         self.continual = Continual(self.model, self.window, fixed=fixed)
+        if self.continual.graphed:
+            self.continual.ensure(people)
+            self.continual.capture(self.channels, self.joints, people)
         self.warmup_stride = int(warmup_stride)
         self.ready_outputs = int(ready_outputs)
         self.catch_up = max(1, int(catch_up))
         self.people: dict[tuple[str, int], _Person] = {}
         self._free: list[int] = []
+        # the window form's last answer for each state row in warm-up: probabilities, frames
+        self._held: tuple[torch.Tensor, torch.Tensor | None] = self._held_rows(self.continual.scratch + 1)
+
+    def _held_rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probs = torch.zeros(n, self.num_class, device=self.device)
+        ahead = (self.horizon,) if self.horizon > 1 else ()
+        frames = torch.zeros((n, self.channels, *ahead, self.joints, 1), device=self.device) if self.predicts else None
+        return probs, frames
 
     @property
     def mode(self) -> str:
@@ -96,6 +110,12 @@ class ContinualEngine(Engine):
         if person is None:
             row = self._free.pop() if self._free else len(self.people) + len(self._free)
             self.continual.ensure(row + 1)
+            if len(self._held[0]) < self.continual.scratch + 1:  # the state grew: so do the held answers
+                held = self._held_rows(self.continual.scratch + 1)
+                for new, old in zip(held, self._held):
+                    if old is not None:
+                        new[:len(old)] = old
+                self._held = held
             person = self.people[(key.stream, key.slot)] = _Person(row, key.track, seq=-1 << 62)  # nothing stepped
         return person
 
@@ -112,7 +132,7 @@ class ContinualEngine(Engine):
                 present = np.flatnonzero(np.abs(windows[i, ..., 0]).max(axis=(0, 2)) > 0)
                 behind = w - int(present[0]) if len(present) else 1
                 resets.append(person.row)
-                person.answer, person.answered_at, person.stepped = None, -1, 0
+                person.answered_at, person.stepped = None, 0
             k = min(behind, self.catch_up)
             people.append(person)
             starts.append(w - behind)
@@ -125,7 +145,8 @@ class ContinualEngine(Engine):
 
     def submit(self, windows: np.ndarray, rows: Sequence[RowKey] | None = None
                ) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
-        """Steps each row's new frames and answers from its state; ``rows`` says whose each is."""
+        """Steps each row's new frames and answers from its state; ``rows`` says whose each is. On
+        CUDA it returns once the work is queued: calling the result waits for the answers."""
         if rows is None or len(rows) != len(windows):
             raise ValueError("the continual engine needs the person of each row")
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
@@ -138,8 +159,17 @@ class ContinualEngine(Engine):
             probs[part] = p
             if frames is not None:
                 frames[part] = f
-        probs, frames = probs.cpu().numpy(), None if frames is None else frames.cpu().numpy()
-        return lambda: (probs, frames)
+        if self.device.type != "cuda":
+            return lambda: (probs.numpy(), None if frames is None else frames.numpy())
+        host = [torch.empty(t.shape, pin_memory=True).copy_(t, non_blocking=True) for t in (probs, frames)
+                if t is not None]  # the caller reads on while the GPU finishes
+        done = torch.cuda.Event()
+        done.record()
+
+        def collect() -> tuple[np.ndarray, np.ndarray | None]:
+            done.synchronize()
+            return host[0].numpy(), host[1].numpy() if frames is not None else None
+        return collect
 
     def _padded(self, idx: list[int], extra: int) -> tuple[list[int], int]:
         """``idx`` and the size a step of it runs on: on fixed shapes padded with ``extra`` to a bucket."""
@@ -213,17 +243,26 @@ class ContinualEngine(Engine):
         """Rows whose state cannot answer yet (too few outputs) get the window form's answer (in
         place). Readiness is counted on the host: no wait for the device."""
         waiting = [i for i, p in enumerate(people) if self.continual.outputs_after(p.stepped) < self.ready_outputs]
-        due = [i for i in waiting if people[i].answer is None
+        if not waiting:
+            return
+        due = [i for i in waiting if people[i].answered_at is None
                or rows[i].seq - people[i].answered_at >= self.warmup_stride]
+        held_probs, held_frames = self._held
         if due:
             out = self._window(raw[due])
-            for j, i in enumerate(due):
-                people[i].answer = (out[0][j], out[1][j, ..., :1] if self.predicts else None)
+            state = self._index([people[i].row for i in due])
+            held_probs[state] = out[0]
+            if held_frames is not None:
+                held_frames[state] = out[1][..., :1]
+            for i in due:
                 people[i].answered_at = rows[i].seq
-        for i in waiting:
-            probs[i] = people[i].answer[0]
-            if frames is not None:
-                frames[i] = people[i].answer[1]
+        at, state = self._index(waiting), self._index([people[i].row for i in waiting])
+        probs[at] = held_probs[state]
+        if frames is not None:
+            frames[at] = held_frames[state]
+
+    def _index(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values).to(self.device, non_blocking=True)
 
 
 def _rounds(rows: Sequence[RowKey]) -> list[list[int]]:

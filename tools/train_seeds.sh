@@ -5,13 +5,13 @@
 #   tools/train_seeds.sh OUT CONFIG=DATA_DIR [CONFIG=DATA_DIR ...]
 # e.g. tools/train_seeds.sh work_dirs/acc configs/train/utd_mhad_4s.yaml=data/utd_mhad_3d
 # Environment: SEEDS ("0 1 2"), EPOCHS (each config's), CPUS and CPU_FIRST (the CPUs to use:
-# all by default). The runs are spread over the GPUs there are and each gets its own slice of
+# all by default), GPU_IDS (the GPUs to use, e.g. "1": all by default). The runs are spread over the GPUs there are and each gets its own slice of
 # those CPUs (its data workers are as many as its CPUs).
 set -euo pipefail
 OUT=$1; shift
 PY=${PYTHON:-python3}
 SEEDS=${SEEDS:-0 1 2}
-GPUS=$($PY -c "import torch; print(max(1, torch.cuda.device_count()))")
+read -r -a GPU_IDS <<< "${GPU_IDS:-$(seq -s ' ' 0 $(( $($PY -c "import torch; print(max(1, torch.cuda.device_count()))") - 1 )))}"
 runs=$(( $# * $(echo $SEEDS | wc -w) ))
 CPUS=${CPUS:-$(nproc)}; CPU_FIRST=${CPU_FIRST:-0}
 per=$(( CPUS / runs > 0 ? CPUS / runs : 1 ))
@@ -21,7 +21,7 @@ for pair in "$@"; do
   for seed in $SEEDS; do
     dir="$OUT/$name/seed$seed"; mkdir -p "$dir"
     first=$((CPU_FIRST + i * per % CPUS))
-    CUDA_VISIBLE_DEVICES=$((i % GPUS)) taskset -c $first-$((first + per - 1)) \
+    CUDA_VISIBLE_DEVICES=${GPU_IDS[i % ${#GPU_IDS[@]}]} taskset -c $first-$((first + per - 1)) \
         $PY -m stgcn.train "$cfg" --data-dir "$data" --seed "$seed" --work-dir "$dir" ${EPOCHS:+--epochs $EPOCHS} \
         > "$dir/train.log" 2>&1 &
     i=$((i + 1))

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..graph import get_layout
-from .common import BadInputError, ConversionError, Sample, counts, write_split
+from .common import BadInputError, ConversionError, Sample, counts, write_dataset_info, write_split
 
 log = logging.getLogger("stgcn.convert.utd_mhad")
 
@@ -53,6 +53,9 @@ NTU_FROM_KINECT = {3: 0, 2: 1, 1: 2, 0: 3, **{i: i for i in range(4, 20)},
                    20: 1, 21: 7, 22: 7, 23: 11, 24: 11}
 
 LAYOUTS = ("kinect-v1", "openpose", "ntu-rgb+d")
+FPS = 30  # the Kinect skeleton stream
+COORDINATES = {"kinect-v1": "Kinect camera space, metres", "ntu-rgb+d": "Kinect camera space, metres",
+               "openpose": "x / width, y / height of a 640x480 image (f = 531 px), y down; eyes and ears absent"}
 
 
 def read_utd_mhad_mat(path: str | os.PathLike) -> np.ndarray:
@@ -139,7 +142,8 @@ def parse_name(name: str) -> tuple[int, int, int]:
 
 def list_utd_mhad(src: str | os.PathLike) -> list[dict]:
     """Index of the dataset: ``file`` (path), ``name``, ``label`` (0-based), ``subject``,
-    ``trial`` and ``split`` ("train"/"val"), from ``manifest.csv`` or else the file names."""
+    ``trial``, ``split`` ("train"/"val") and ``action`` (the class name, where the manifest has
+    it), from ``manifest.csv`` or else the file names."""
     src = Path(src)
     rows = []
     manifest = src / "manifest.csv"
@@ -148,7 +152,7 @@ def list_utd_mhad(src: str | os.PathLike) -> list[dict]:
             for r in csv.DictReader(f):
                 split = r.get("xsub_split", "").strip().lower()
                 rows.append(dict(file=str(src / r["file"]), name=Path(r["file"]).stem, label=int(r["label0"]),
-                                 subject=int(r["subject"]), trial=int(r["trial"]),
+                                 subject=int(r["subject"]), trial=int(r["trial"]), action=r.get("action"),
                                  split="train" if split == "train" else "val"))
     else:
         folder = src / "Skeleton" if (src / "Skeleton").is_dir() else src
@@ -168,7 +172,9 @@ def convert_utd_mhad(src: str | os.PathLike, out: str | os.PathLike, layout: str
                      frames: int = 300, persons: int = 2, subjects: Sequence[int] | None = None,
                      limit: int | None = None, skip_bad: bool = False, workers: int = 1,
                      progress: bool = True) -> dict[str, int]:
-    """Convert UTD-MHAD to ``out/{train,val}_{data.npy,label.pkl}`` (cross-subject split).
+    """Convert UTD-MHAD to ``out/{train,val}_{data.npy,label.pkl}`` (cross-subject split), and
+    ``class_names.txt`` and ``meta.json`` where the manifest names the classes (so that
+    ``stgcn.convert merge`` can take it).
 
     ``subjects`` keeps only those subjects; ``limit`` keeps the first ``limit`` files of each
     split. Returns counts: ``train``, ``val``, ``bad`` (and per split ``*_bad``).
@@ -190,4 +196,9 @@ def convert_utd_mhad(src: str | os.PathLike, out: str | os.PathLike, layout: str
         results[split] = write_split(out, split, samples, _Reader(layout, frames, persons), (3, frames, v, persons),
                                      skip_bad=skip_bad, workers=workers, progress=progress,
                                      desc=f"utd-mhad {split}")
+    names = {r["label"]: r.get("action") for r in list_utd_mhad(src)}
+    if sorted(names) == list(range(NUM_CLASSES)) and all(names.values()):
+        write_dataset_info(out, [names[k] for k in range(NUM_CLASSES)], {
+            "dataset": "utd-mhad", "layout": layout, "fps": FPS, "frames": frames, "persons": persons,
+            "coordinates": COORDINATES[layout]})
     return counts(results)
