@@ -1,15 +1,17 @@
 """Accuracy and prediction over seeds: collect the runs of ``tools/train_seeds.sh`` into the tables
 of issue-level metrics.
 
-    python -m bench.accuracy RUNS_DIR [RUNS_DIR ...] [--shipped EVAL_JSON]
+    python -m bench.accuracy RUNS_DIR [RUNS_DIR ...] [--shipped EVAL_JSON] [--update]
 
 Each ``RUNS_DIR/<group>/seed<S>/eval_final.json`` is one run's ``stgcn.eval`` of its final epoch on
 its data set's official test split (nothing chosen on it). Groups (the config and data set):
 ``utd_mhad_4s`` (UTD-MHAD Kinect 3D, 4 streams), ``utd_mhad_2d_4s`` (UTD-MHAD OpenPose 2D alone, 4
-streams), ``predict_2d_real_video`` (the self-supervised encoder-decoder on the merged real-video
+streams), ``utd_mhad_2d_kinect_4s`` (the same test, trained on the 2D keypoints and the training
+subjects' Kinect skeletons projected to 2D), ``predict_2d_real_video`` (the self-supervised encoder-decoder on the merged real-video
 sets, per source set) and ``predict_3d_utd_mhad_3d`` (the same on UTD-MHAD 3D); ``--shipped`` is
 the shipped model's evaluation on the merged sets. Penn Action and JHMDB top-1 come from
-``bench/results/accuracy_real_video.json`` (the shipped pair of streams, 3 seeds).
+``bench/results/accuracy_real_video.json`` (the shipped pair of streams, 3 seeds). ``--update``
+keeps what the committed ``accuracy.json`` holds of groups not given (runs of earlier sessions).
 
 Writes ``bench/results/accuracy.json`` (top-1 per data set, mean, spread and every run; the
 next-frame improvement over zero velocity per data set) and ``bench/results/prediction.json`` (MPJPE
@@ -30,6 +32,7 @@ import numpy as np
 from bench.common import RESULTS, ROOT, write_results
 from pipeline.cli import add_debug_flag, run_cli, setup_logging
 
+KINECT_2D = "utd-mhad-2d (OpenPose on its videos + Kinect projections of the training subjects, 4 streams)"
 MACHINE = "NVIDIA H200 (GPU machine), 16 CPU cores, torch 2.11; runs side by side (tools/train_seeds.sh)"
 GUESSES = ("mpjpe", "mpjpe_zero_velocity", "mpjpe_constant_velocity")
 UNITS = {"utd-mhad-3d": "metres", "utd-mhad-2d": "image fractions (640x480)",
@@ -37,6 +40,8 @@ UNITS = {"utd-mhad-3d": "metres", "utd-mhad-2d": "image fractions (640x480)",
 COMMANDS = {
     "utd_mhad_4s": "tools/train_seeds.sh work_dirs/acc configs/train/utd_mhad_4s.yaml=data/utd_mhad_3d",
     "utd_mhad_2d_4s": "tools/train_seeds.sh work_dirs/acc configs/train/utd_mhad_2d_4s.yaml=data/utd_mhad_2d",
+    "utd_mhad_2d_kinect_4s": "tools/train_seeds.sh work_dirs/acc configs/train/utd_mhad_2d_kinect_4s.yaml="
+                             "data/utd_mhad_2d_kinect (data: the config's header)",
     "predict_2d_real_video": "tools/train_seeds.sh work_dirs/pred configs/train/predict_2d.yaml=data/real_video",
     "predict_3d_utd_mhad_3d": "tools/train_seeds.sh work_dirs/pred configs/train/predict_3d.yaml=data/utd_mhad_3d",
     "shipped": "python -m stgcn.train configs/train/real_video_shipped.yaml (seed 0); "
@@ -74,8 +79,10 @@ def prediction_table(evals: list[dict[str, Any]], per_dataset: str | None = None
     return table
 
 
-def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | None) -> tuple[dict, dict]:
-    """The accuracy and prediction payloads."""
+def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | None,
+            earlier_accuracy: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    """The accuracy and prediction payloads; ``earlier_accuracy``: an ``accuracy.json`` whose
+    entries stand where ``groups`` has none."""
     earlier = json.loads((RESULTS / "accuracy_real_video.json").read_text())
     pair = earlier["streams"].get("joint + joint motion (subset of the 4-stream run; shipped: seed 0)")
     top1: dict[str, Any] = {}
@@ -83,6 +90,11 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
         top1["utd-mhad-3d (Kinect, 4 streams)"] = stats([e["top1"] for e in groups["utd_mhad_4s"]])
     if "utd_mhad_2d_4s" in groups:
         top1["utd-mhad-2d (OpenPose on its videos, alone, 4 streams)"] = stats([e["top1"] for e in groups["utd_mhad_2d_4s"]])
+    if "utd_mhad_2d_kinect_4s" in groups:
+        top1[KINECT_2D] = {**stats([e["top1"] for e in groups["utd_mhad_2d_kinect_4s"]]),
+                           "machine": "one H200 of a two-GPU host, 20 CPU cores (GPU machine), 2026-11-30",
+                           "note": "the second of two recipes compared on this test split (the first: "
+                                   "utd_mhad_2d_4s.yaml, the keypoints alone)"}
     if pair:
         for name in ("penn-action", "utd-mhad-2d", "jhmdb"):
             top1[f"{name} (shipped: merged sets, joint + joint motion)"] = pair[name]
@@ -105,9 +117,13 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
     if shipped:
         prediction["shipped (merged sets)"] = {"model": "stgcn/weights/real_video.pt, seed 0",
                                                **prediction_table([shipped])}
+    if earlier_accuracy:
+        top1 = {**earlier_accuracy["top1"], **top1}
+        next_frame = {**earlier_accuracy["next_frame_improvement_pct"], **next_frame}
     metrics = {}
     names = {"utd_mhad_3d_top1_mean": "utd-mhad-3d (Kinect, 4 streams)",
-             "utd_mhad_2d_real_top1_mean": "utd-mhad-2d (OpenPose on its videos, alone, 4 streams)",
+             "utd_mhad_2d_real_top1_mean": KINECT_2D if KINECT_2D in top1 else
+             "utd-mhad-2d (OpenPose on its videos, alone, 4 streams)",
              "penn_action_top1_mean": "penn-action (shipped: merged sets, joint + joint motion)",
              "jhmdb1_top1_mean": "jhmdb (shipped: merged sets, joint + joint motion)"}
     for metric, key in names.items():
@@ -121,7 +137,8 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
                 "final epoch of each seed (0, 1, 2), nothing chosen on the test split; the next-frame "
                 "improvement is 1 - MPJPE / MPJPE of zero velocity (repeating the last frame), one frame ahead",
         "metrics": metrics, "top1": top1, "next_frame_improvement_pct": next_frame,
-        "commands": {k: v for k, v in COMMANDS.items() if k in groups or (k == "shipped" and shipped)},
+        "commands": {**(earlier_accuracy or {}).get("commands", {}),
+                     **{k: v for k, v in COMMANDS.items() if k in groups or (k == "shipped" and shipped)}},
     }
     pred = {"machine": MACHINE,
             "what": "MPJPE per frame ahead on the official test splits beside zero velocity (the last frame "
@@ -160,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="folders of <group>/seed<S>/eval_final.json")
     parser.add_argument("--shipped", type=Path, help="stgcn.eval JSON of the shipped model on data/real_video")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the entries of --out for groups not given (runs of earlier sessions)")
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
     parser.add_argument("--prediction-out", type=Path, default=RESULTS / "prediction.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "prediction.png")
@@ -172,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         if not groups:
             raise ValueError(f"no <group>/seed<S>/eval_final.json under {', '.join(map(str, args.runs))}")
         shipped = json.loads(args.shipped.read_text()) if args.shipped else None
-        accuracy, pred = collect(groups, shipped)
+        earlier = json.loads(args.out.read_text()) if args.update else None
+        accuracy, pred = collect(groups, shipped, earlier)
         write_results("accuracy", accuracy, args.out)
-        write_results("prediction", pred, args.prediction_out)
         print(json.dumps(accuracy["metrics"], indent=1))
         if pred["datasets"]:
+            write_results("prediction", pred, args.prediction_out)
             plot(pred, args.plot)
         return 0
 
