@@ -277,13 +277,19 @@ class ContinualSTGCN(nn.Module):
         n = st["outputs"][rows].clamp(max=self.pool_len, min=1).to(st["pool"].dtype)
         pooled = st["pool"][rows].sum(dim=1) / n[:, None]
         out = self.net.fcn(pooled[:, :, None, None]).flatten(1)
-        if empty_slots:
-            if self._empty is None:
-                p = next(self.net.parameters())
-                c, v = self.net.data_bn.num_features // self.net.A.shape[-1], self.net.A.shape[-1]
-                self._empty = self.net(torch.zeros(1, c, self.window, v, 1, dtype=p.dtype, device=p.device))
-            out = (out + empty_slots * self._empty) / (1 + empty_slots)
-        return out
+        return self.with_empty(out, empty_slots)
+
+    def with_empty(self, logits: torch.Tensor, empty_slots: int) -> torch.Tensor:
+        """One person slot's ``logits`` averaged with ``empty_slots`` empty slots' (an all-zero window's,
+        computed once), as the regular model averages its slots' pooled features before its linear
+        classifier."""
+        if not empty_slots:
+            return logits
+        if self._empty is None:
+            p = next(self.net.parameters())
+            c, v = self.net.data_bn.num_features // self.net.A.shape[-1], self.net.A.shape[-1]
+            self._empty = self.net(torch.zeros(1, c, self.window, v, 1, dtype=p.dtype, device=p.device))
+        return (logits + empty_slots * self._empty) / (1 + empty_slots)
 
     @torch.no_grad()
     def next_frame(self, rows: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
@@ -448,6 +454,19 @@ class Continual(nn.Module):
     @torch.no_grad()
     def next_frame(self, rows: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
         return self.first.next_frame(rows, recent)
+
+    @torch.no_grad()
+    def window(self, x: torch.Tensor, recent: torch.Tensor | None = None, empty_slots: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The regular model's eval output (and next frames, given ``recent``) on normalised windows
+        of one person slot ``(N, C, T, V, 1)``, as if each had ``empty_slots`` more, empty slots:
+        the networks run on the person's slot only, a fraction of the regular model's work."""
+        logits, pred = [], None
+        for i, (name, net) in enumerate(zip(self.names, self.nets)):
+            xi = x if name == "joint" else stream_input(x, name, self.parent, self.coords)
+            out, pred = net.net(xi, recent) if i == 0 and recent is not None else (net.net(xi), pred)
+            logits.append(net.with_empty(out, empty_slots))
+        return (logits[0] if len(logits) == 1 else fuse(torch.stack(logits), self.model.weights)), pred
 
     @torch.no_grad()
     def clip(self, x: torch.Tensor, starts: torch.Tensor | None = None, empty_slots: int = 0,

@@ -99,3 +99,16 @@ def test_a_state_far_behind_catches_up_over_batches(clip):
     assert lagged and person.seq == 189 and person.stepped == full.people[("s", 0)].stepped
     # each frame is normalised by the window it is stepped from (later windows, catching up)
     assert np.abs(probs - ref).max() < 0.02, "caught up: the state answers as one stepped at once"
+
+
+def test_warm_up_answers_from_the_person_slot_alone_equal_the_window_engine(clip):
+    """Until a state is ready the window form answers; on the CPU it runs on the person's slot only
+    (half the work) and must give the two-slot window's probabilities and coming frames."""
+    import torch
+
+    regular, engine = Engine(DEFAULT_WEIGHTS, "cpu"), ContinualEngine(DEFAULT_WEIGHTS, "cpu")
+    windows = np.stack([window(clip, m, t, engine.window) for m, t in ((0, 60), (1, 120), (0, 189))])
+    probs, frames = engine._window(torch.from_numpy(windows))
+    ref_probs, ref_frames = regular(windows)
+    assert np.abs(probs.numpy() - ref_probs).max() < 1e-5
+    assert np.abs(frames.numpy() - ref_frames[..., :1]).max() < 1e-4
