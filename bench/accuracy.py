@@ -7,8 +7,8 @@ Each ``RUNS_DIR/<group>/seed<S>/eval_final.json`` is one run's ``stgcn.eval`` of
 its data set's official test split (nothing chosen on it). Groups (the config and data set):
 ``utd_mhad_4s`` (UTD-MHAD Kinect 3D, 4 streams), ``utd_mhad_2d_4s`` (UTD-MHAD OpenPose 2D alone, 4
 streams), ``utd_mhad_2d_kinect_4s`` (the same test, trained on the 2D keypoints and the training
-subjects' Kinect skeletons projected to 2D), ``predict_2d_real_video`` (the self-supervised encoder-decoder on the merged real-video
-sets, per source set) and ``predict_3d_utd_mhad_3d`` (the same on UTD-MHAD 3D); ``--shipped`` is
+subjects' Kinect skeletons projected to 2D), ``predict_2d_real_video`` (the self-supervised
+encoder-decoder on the merged real-video sets, per source set) and ``predict_3d_utd_mhad_3d`` (the same on UTD-MHAD 3D); ``--shipped`` is
 the shipped model's evaluation on the merged sets. Penn Action and JHMDB top-1 come from
 ``bench/results/accuracy_real_video.json`` (the shipped pair of streams, 3 seeds). ``--update``
 keeps what the committed ``accuracy.json`` holds of groups not given (runs of earlier sessions).

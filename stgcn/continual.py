@@ -27,10 +27,10 @@ Two ways to step a set of rows, the same function (equal to 1e-5):
 - **fixed shapes** (``fixed=True``, the CUDA default): the rows are padded to a bucket size
   (:func:`bucket`) with a scratch state row, every block is computed for all of them, and a
   boolean mask says which rows took an input; state and pool are updated only where it is true.
-  So a step runs on a few shapes only (cuDNN plans once per bucket) and never waits for the
-  GPU; on CUDA each bucket's step of two frames is replayed from a CUDA graph. It computes the rows that are not due after the stride-2 blocks:
-  on this 2-core CPU it is slower than subsetting (see :class:`ContinualSTGCN`), on a GPU the
-  work is not what costs.
+  So a step runs on a few shapes only (cuDNN plans once per bucket), never waits for the GPU,
+  and on CUDA is replayed from one CUDA graph per bucket. It computes the rows that are not due
+  after the stride-2 blocks: on this 2-core CPU it is slower than subsetting (see
+  :class:`ContinualSTGCN`), on a GPU the work is not what costs.
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ class Continual(nn.Module):
 
     def _replay(self, frames: torch.Tensor, rows: torch.Tensor, first: torch.Tensor) -> bool:
         """A fixed-shape step of two frames from the CUDA graph of its size (captured at first use,
-        again after the state grows: a step is some 300 small kernels, a replay one launch).
+        again after the state grows: a step is some 300 small kernels a network, a replay one launch).
         False, with a warning, where capture fails (the step then runs eagerly from now on)."""
         entry = self._graphs.get(len(rows))
         if entry is None:

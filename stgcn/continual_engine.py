@@ -88,9 +88,11 @@ class ContinualEngine(Engine):
         self.people: dict[tuple[str, int], _Person] = {}
         self._free: list[int] = []
         # the window form's last answer for each state row in warm-up: probabilities, frames
-        self._held: tuple[torch.Tensor, torch.Tensor | None] = self._held_rows(self.continual.scratch + 1)
+        self._held: tuple[torch.Tensor, torch.Tensor | None] = self._answers(self.continual.scratch + 1)
 
-    def _held_rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _answers(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Zeroed answers for ``n`` rows: probabilities and, with a predictor, frames ``(n, C, V, 1)``
+        (``(n, C, H, V, 1)`` for a predictor of H frames)."""
         probs = torch.zeros(n, self.num_class, device=self.device)
         ahead = (self.horizon,) if self.horizon > 1 else ()
         frames = torch.zeros((n, self.channels, *ahead, self.joints, 1), device=self.device) if self.predicts else None
@@ -111,7 +113,7 @@ class ContinualEngine(Engine):
             row = self._free.pop() if self._free else len(self.people) + len(self._free)
             self.continual.ensure(row + 1)
             if len(self._held[0]) < self.continual.scratch + 1:  # the state grew: so do the held answers
-                held = self._held_rows(self.continual.scratch + 1)
+                held = self._answers(self.continual.scratch + 1)
                 for new, old in zip(held, self._held):
                     if old is not None:
                         new[:len(old)] = old
@@ -150,10 +152,7 @@ class ContinualEngine(Engine):
         if rows is None or len(rows) != len(windows):
             raise ValueError("the continual engine needs the person of each row")
         raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-        probs = torch.empty(len(rows), self.num_class, device=self.device)
-        ahead = (self.horizon,) if self.horizon > 1 else ()  # a predictor of several frames: (R, C, H, V, 1)
-        frames = torch.empty((len(rows), self.channels, *ahead, self.joints, 1), device=self.device) \
-            if self.predicts else None
+        probs, frames = self._answers(len(rows))
         for part in _rounds(rows):  # a person's windows in one batch (a file stream's), oldest first
             p, f = self._answer(raw[part], windows[part], [rows[i] for i in part])
             probs[part] = p

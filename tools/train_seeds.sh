@@ -5,8 +5,8 @@
 #   tools/train_seeds.sh OUT CONFIG=DATA_DIR [CONFIG=DATA_DIR ...]
 # e.g. tools/train_seeds.sh work_dirs/acc configs/train/utd_mhad_4s.yaml=data/utd_mhad_3d
 # Environment: SEEDS ("0 1 2"), EPOCHS (each config's), CPUS and CPU_FIRST (the CPUs to use:
-# all by default), GPU_IDS (the GPUs to use, e.g. "1": all by default). The runs are spread over the GPUs there are and each gets its own slice of
-# those CPUs (its data workers are as many as its CPUs).
+# all by default), GPU_IDS (the GPUs to use, e.g. "1": all by default). The runs are spread over
+# those GPUs and each gets its own slice of those CPUs (its data workers are as many as its CPUs).
 set -euo pipefail
 OUT=$1; shift
 PY=${PYTHON:-python3}

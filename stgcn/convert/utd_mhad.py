@@ -183,6 +183,7 @@ def convert_utd_mhad(src: str | os.PathLike, out: str | os.PathLike, layout: str
         raise ConversionError(f"UTD-MHAD converts to {LAYOUTS}, not {layout!r}")
     layout = get_layout(layout).name
     rows = list_utd_mhad(src)
+    names = {r["label"]: r.get("action") for r in rows}
     if subjects:
         keep = {int(s) for s in subjects}
         rows = [r for r in rows if r["subject"] in keep]
@@ -196,7 +197,6 @@ def convert_utd_mhad(src: str | os.PathLike, out: str | os.PathLike, layout: str
         results[split] = write_split(out, split, samples, _Reader(layout, frames, persons), (3, frames, v, persons),
                                      skip_bad=skip_bad, workers=workers, progress=progress,
                                      desc=f"utd-mhad {split}")
-    names = {r["label"]: r.get("action") for r in list_utd_mhad(src)}
     if sorted(names) == list(range(NUM_CLASSES)) and all(names.values()):
         write_dataset_info(out, [names[k] for k in range(NUM_CLASSES)], {
             "dataset": "utd-mhad", "layout": layout, "fps": FPS, "frames": frames, "persons": persons,

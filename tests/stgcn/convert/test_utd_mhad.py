@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,22 @@ def test_bad_mat_file(tmp_path, capsys):
     assert main(["utd-mhad", str(src), str(out), "--no-progress", "--skip-bad"]) == 0
     data, names, _ = load(out, "train")
     assert data.shape[0] == 2 and "a1_s1_t2_skeleton" not in names
+
+
+def test_projected_training_subjects_merge_with_the_2d_keypoints(tmp_path):
+    """The Kinect converter names its classes (from the manifest), so its 2D projection of the
+    training subjects merges with the OpenPose keypoints of the videos under one class list
+    (configs/train/utd_mhad_2d_kinect_4s.yaml); the test split stays the keypoints'."""
+    from stgcn.convert.merge import merge_datasets
+    from stgcn.convert.utd_mhad_2d import convert_utd_mhad_2d
+
+    keypoints = UTD.parent / "utd-mhad-openpose2d"
+    if not (keypoints / "manifest.csv").is_file():
+        pytest.skip("UTD-MHAD OpenPose keypoints not available")
+    kinect, video, merged = tmp_path / "kinect", tmp_path / "video", tmp_path / "merged"
+    convert_utd_mhad(UTD, kinect, layout="openpose", subjects=[1], limit=6, frames=128, progress=False)
+    assert (kinect / "class_names.txt").read_text().splitlines() == json.loads((UTD / "class_names.json").read_text())
+    convert_utd_mhad_2d(keypoints, video, frames=128, limit=4, progress=False)
+    classes = Path(__file__).resolve().parents[3] / "configs" / "classes" / "utd_mhad_2d_kinect.yaml"
+    res = merge_datasets(merged, [video, kinect], classes=classes, progress=False)
+    assert res["classes"] == 27 and res["train"] == 4 + 6 and res["val"] == 4 and res["val_utd-mhad"] == 0
