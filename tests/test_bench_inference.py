@@ -29,3 +29,10 @@ def test_bench_continual_times_the_serving_engine_from_a_first_batch_of_new_peop
     [row] = result["engine"]
     assert row["people"] == 3 and row["first_batch_ms"] > 0 and row["batch_p50_ms"] > 0
     assert result["metrics"]["continual_step_flops_ratio_w300"] > 50
+
+
+def test_bench_worker_path_times_the_real_worker_per_frame(tmp_path):
+    result = _run(tmp_path, "bench.worker_path", "--streams", "2", "--frames", "40")
+    m = result["metrics"]
+    assert m["read_us_per_frame"] > 0 and m["finish_us_per_frame"] > 0 and m["start_us_per_frame"] > 0
+    assert m["worker_python_us_per_frame"] == m["read_us_per_frame"] + m["finish_us_per_frame"]
