@@ -14,11 +14,14 @@ A batch never steps a state more than ``catch_up`` frames: a state further behin
 (a new person stepped from the window, or frames skipped under load) takes its oldest
 ``catch_up`` frames now and the rest in the next batches (at stride s it gains ``catch_up - s``
 frames a batch). So one slow person never holds up a whole batch for a 96-frame sweep, which
-made the next batches skip frames and sweep again (a death spiral). Meanwhile a state that
-cannot answer yet (a re-synchronised one: 96 frames give 5 of the 12 outputs) is answered by
-the window form, as in warm-up, and a state that could answer before it fell behind answers
-as of its last frame stepped (on the CPU a window costs about 9 steps of a person; under load
-the window form for every lagging person would be the spiral again).
+made the next batches skip frames and sweep again (a death spiral). In a batch where the window
+form answers a person (warm-up), their state steps only the frames that came since their last
+batch, and its backlog waits for the batches between, so that no batch pays for a sweep and a
+window (on the CPU a new person's 16 steps and a window made a batch of about 90 ms).
+Meanwhile a state that cannot answer yet (a re-synchronised one: 96 frames give 5 of the 12
+outputs) is answered by the window form, as in warm-up, and a state that could answer before it
+fell behind answers as of its last frame stepped (on the CPU a window costs about 9 steps of a
+person; under load the window form for every lagging person would be the spiral again).
 
 On CUDA (:attr:`Continual.fixed`) the sweep and the answers run on rows padded to bucket sizes
 with the scratch state row, so cuDNN plans once per bucket, and nothing inside a batch waits
@@ -55,14 +58,16 @@ class _Person:
     seq: int  # last frame stepped
     stepped: int = 0  # frames stepped since the state was reset
     answered_at: int | None = None  # frame of the window form's answer held for it (in warm-up)
+    seen: int = -1  # the last frame of its previous batch's window
 
 
 # Outputs of the last block a person's state needs before it answers: the first few outputs are
 # mostly the zero state's edge (measured on the test splits: docs/continual.md).
 READY_OUTPUTS = 12
-# Frames a batch steps a state at most; a state further behind catches up over the next batches
-# (at stride s it gains CATCH_UP - s frames a batch).
-CATCH_UP = 16
+# Frames a batch steps a state at most, per device type; a state further behind catches up over
+# the next batches (at stride s it gains catch_up - s frames a batch). A step costs ~4 ms on the
+# 2-core CPU, a graph replay ~2 ms on the H200 whatever the rows.
+CATCH_UP = {"cpu": 6, "cuda": 16}
 # State rows a CUDA engine starts with (its step graphs captured for up to as many people).
 PEOPLE = 256
 
@@ -71,9 +76,10 @@ class ContinualEngine(Engine):
     """An :class:`Engine` whose results come from per-person continual state."""
 
     def __init__(self, weights: str | Path, device: str = "auto", *, streams: Sequence[str] | None = None,
-                 warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS, catch_up: int = CATCH_UP,
+                 warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS, catch_up: int | None = None,
                  fixed: bool | None = None, people: int = PEOPLE) -> None:
-        """``catch_up``: frames a batch steps a state at most (module docstring); ``fixed``: fixed-shape
+        """``catch_up``: frames a batch steps a state at most (module docstring; default
+        :data:`CATCH_UP` of the device type); ``fixed``: fixed-shape
         steps (default: on CUDA, :class:`~stgcn.continual.ContinualSTGCN`); ``people``: on CUDA,
         state rows made at the start (more are added as people come) and the step graphs of every
         batch size up to them captured, so that the first batches do not wait for that."""
@@ -84,7 +90,7 @@ class ContinualEngine(Engine):
             self.continual.capture(self.channels, self.joints, people)
         self.warmup_stride = int(warmup_stride)
         self.ready_outputs = int(ready_outputs)
-        self.catch_up = max(1, int(catch_up))
+        self.catch_up = max(1, int(catch_up or CATCH_UP.get(self.device.type, CATCH_UP["cuda"])))
         self.people: dict[tuple[str, int], _Person] = {}
         self._free: list[int] = []
         # the window form's last answer for each state row in warm-up: probabilities, frames
@@ -134,8 +140,11 @@ class ContinualEngine(Engine):
                 present = np.flatnonzero(np.abs(windows[i, ..., 0]).max(axis=(0, 2)) > 0)
                 behind = w - int(present[0]) if len(present) else 1
                 resets.append(person.row)
-                person.answered_at, person.stepped = None, 0
+                person.answered_at, person.stepped, person.seen = None, 0, key.seq - 1
             k = min(behind, self.catch_up)
+            if self._window_due(person, key.seq):  # answered by the window form: no backlog swept now
+                k = min(k, max(1, key.seq - person.seen))
+            person.seen = key.seq
             people.append(person)
             starts.append(w - behind)
             steps.append(k)
@@ -248,8 +257,7 @@ class ContinualEngine(Engine):
         waiting = [i for i, p in enumerate(people) if self.continual.outputs_after(p.stepped) < self.ready_outputs]
         if not waiting:
             return
-        due = [i for i in waiting if people[i].answered_at is None
-               or rows[i].seq - people[i].answered_at >= self.warmup_stride]
+        due = [i for i in waiting if self._window_due(people[i], rows[i].seq)]
         held_probs, held_frames = self._held
         if due:
             out = self._window(raw[due])
@@ -263,6 +271,12 @@ class ContinualEngine(Engine):
         probs[at] = held_probs[state]
         if frames is not None:
             frames[at] = held_frames[state]
+
+    def _window_due(self, person: _Person, seq: int) -> bool:
+        """Whether the window form answers the person at ``seq``: their state is not ready and its
+        last window answer is ``warmup_stride`` frames old."""
+        return (self.continual.outputs_after(person.stepped) < self.ready_outputs
+                and (person.answered_at is None or seq - person.answered_at >= self.warmup_stride))
 
     def _index(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values).to(self.device, non_blocking=True)
