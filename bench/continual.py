@@ -45,7 +45,7 @@ from pipeline.cli import add_debug_flag, run_cli, setup_logging
 from pipeline.endpoints import free_endpoints
 from stgcn import DEFAULT_WEIGHTS, load_model
 from stgcn.continual import Continual
-from stgcn.continual_engine import READY_OUTPUTS, ContinualEngine, RowKey
+from stgcn.continual_engine import ContinualEngine, RowKey
 
 
 def flops(fn) -> int:
@@ -79,6 +79,7 @@ def flop_table(model: torch.nn.Module, window: int, device: torch.device) -> dic
         out[f"continual_step_flops_ratio_w{w}"] = out[f"window_flops_w{w}"] / out["continual_step_flops_mean"]
         out[f"continual_worst_step_flops_ratio_w{w}"] = out[f"window_flops_w{w}"] / out["continual_step_flops_max"]
     out["delay_frames"] = co.delay
+    out["warm_up_frames"] = co.warm_up()  # frames a new person's state needs before it answers
     return out
 
 
@@ -247,8 +248,7 @@ def run(args: argparse.Namespace) -> int:
                       f"(regular {100 * metrics['regular_top1']:.2f} %, "
                       f"{metrics[f'continual_top1_delta_pts_{mode}']:+.2f} points below)")
     live = []
-    warm_up = metrics["delay_frames"] + 4 * (READY_OUTPUTS - 1)  # frames a person's state needs to answer
-    metrics["warm_up_frames"] = warm_up
+    warm_up = metrics["warm_up_frames"]
     if args.live:
         with tempfile.TemporaryDirectory() as tmp:
             for video in args.live:

@@ -26,11 +26,15 @@ def stacked(y: torch.Tensor, k: int, v: int) -> torch.Tensor:
     return y.view(v, -1, k, c).permute(2, 0, 1, 3).reshape(k * v, -1)
 
 
-def aggregate_reference(a: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, k: int) -> torch.Tensor:
-    """``relu(a @ Y + bias)`` in plain torch; ``bias`` (W, C) repeats along N."""
+def aggregate_reference(a: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, k: int, frames: int = 1,
+                        pad: int = 0) -> torch.Tensor:
+    """``relu(a @ Y + bias)`` in plain torch; ``bias`` (W, C) repeats along N; ``pad`` as in :func:`aggregate`."""
     w, c = bias.shape
     out = torch.mm(a, stacked(y, k, a.shape[1] // k)).view(w, -1, c)
-    return torch.relu(out + bias[:, None, :].to(out.dtype)).view(w, -1)
+    out = torch.relu(out + bias[:, None, :].to(out.dtype))
+    if pad:
+        out = torch.nn.functional.pad(out.view(w, -1, frames, c), (0, 0, pad, 0))
+    return out.reshape(w, -1)
 
 
 if triton is not None:
@@ -38,7 +42,7 @@ if triton is not None:
     @triton.autotune(configs=[triton.Config({"BN": bn}, num_warps=nw) for bn in (128, 256, 512) for nw in (4, 8)],
                      key=["n", "c", "J"])
     @triton.jit
-    def _aggregate_kernel(a_ptr, y_ptr, bias_ptr, out_ptr, n, c, rows,
+    def _aggregate_kernel(a_ptr, y_ptr, bias_ptr, out_ptr, n, c, rows, frames, pad, n_out,
                           J: tl.constexpr, K: tl.constexpr, W: tl.constexpr, BJ: tl.constexpr, BW: tl.constexpr,
                           BN: tl.constexpr):
         cols = tl.program_id(0).to(tl.int64) * BN + tl.arange(0, BN)  # n = (r, c)
@@ -56,21 +60,29 @@ if triton is not None:
         out_ok = (rows_w[:, None] < W) & col_ok[None, :]
         bias = tl.load(bias_ptr + rows_w[:, None] * c + cc[None, :], mask=out_ok, other=0.0)
         acc = tl.maximum(acc + bias, 0.0)
-        tl.store(out_ptr + rows_w[:, None].to(tl.int64) * n + cols[None, :],
+        # row r = (sequence, frame) goes to row sequence * (frames + pad) + frame + pad of the output
+        r_out = (r // frames) * (frames + pad) + r % frames + pad
+        tl.store(out_ptr + rows_w[:, None].to(tl.int64) * n_out + (r_out * c + cc)[None, :],
                  acc.to(out_ptr.dtype.element_ty), mask=out_ok)
 
 
-def aggregate(a: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, k: int) -> torch.Tensor:
+def aggregate(a: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, k: int, frames: int = 1,
+              pad: int = 0) -> torch.Tensor:
     """``relu(a @ Y + bias)`` -> ``(W, R*C)``: ``a`` (W, K*V); ``y`` (V*R, K*C), the graph conv's
-    output as one matrix product writes it; ``bias`` (W, C) float32."""
+    output as one matrix product writes it; ``bias`` (W, C) float32. With ``pad``, the rows R are
+    sequences of ``frames`` frames and each is written after ``pad`` zero frames (a causal temporal
+    convolution's padding, without a copy): ``(W, R / frames * (frames + pad) * C)``."""
     if triton is None or not y.is_cuda:
-        return aggregate_reference(a, y, bias, k)
+        return aggregate_reference(a, y, bias, k, frames, pad)
     w, j = a.shape
     c = bias.shape[1]
     rows = y.shape[0] // (j // k)
     n = rows * c
-    out = y.new_empty(w, n)
+    n_out = rows // frames * (frames + pad) * c
+    out = y.new_empty(w, n_out)
+    if pad:
+        out.view(w, rows // frames, frames + pad, c)[:, :, :pad].zero_()
     grid = lambda meta: (triton.cdiv(n, meta["BN"]),)  # noqa: E731
-    _aggregate_kernel[grid](a, y, bias, out, n, c, rows, J=j, K=k, W=w, BJ=max(16, triton.next_power_of_2(j)),
-                            BW=max(16, triton.next_power_of_2(w)))
+    _aggregate_kernel[grid](a, y, bias, out, n, c, rows, frames, pad, n_out, J=j, K=k, W=w,
+                            BJ=max(16, triton.next_power_of_2(j)), BW=max(16, triton.next_power_of_2(w)))
     return out

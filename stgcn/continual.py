@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 PAD = 4  # each temporal convolution's zero padding (kernel 9): its delay in input steps
 MIN_BUCKET = 8  # the smallest number of rows a fixed-shape step runs on
+# Outputs of the last block a centred network's state needs before it answers: its first outputs
+# are mostly the zero state's edge (docs/continual.md). A causal network's state answers from its
+# first output: the regular model's answer on the frames so far.
+READY_OUTPUTS = 12
 
 
 def bucket(n: int) -> int:
@@ -82,6 +86,9 @@ class ContinualSTGCN(nn.Module):
         kernels = {int(b.tcn[2].kernel_size[0]) for b in self.blocks}
         if kernels != {2 * PAD + 1}:
             raise ValueError(f"continual ST-GCN expects 9x1 temporal convolutions, found kernels {kernels}")
+        # input steps between a block's newest input and its output's centre: the centred padding's
+        # 4, none for a causal network (stgcn.model.TemporalConv), whose outputs end at their input
+        self.lag = 0 if getattr(net, "causal", False) else PAD
         self.window = int(window)
         self.pool_len = pooled_length(self.window, self.strides)
         self.slots = 0
@@ -106,7 +113,7 @@ class ContinualSTGCN(nn.Module):
         old = self.__dict__.get("_state")
         state = {
             "tcn": [zeros(b.tcn[2].in_channels, 2 * PAD, v) for b in self.blocks],
-            "res": [zeros(b.gcn.conv.in_channels, PAD, v) if b.residual is not None else None for b in self.blocks],
+            "res": [zeros(b.gcn.conv.in_channels, self.lag, v) if b.residual is not None else None for b in self.blocks],
             "seen": [zeros(dtype=torch.long) for _ in self.blocks],  # inputs each block has taken
             "pool": zeros(self.pool_len, self.blocks[-1].tcn[2].out_channels),
             "outputs": zeros(dtype=torch.long),  # outputs of the last block so far
@@ -138,7 +145,7 @@ class ContinualSTGCN(nn.Module):
         """Input frames between a new frame and the centre of the newest last-block output."""
         delay, rate = 0, 1
         for s in self.strides:
-            delay += PAD * rate
+            delay += self.lag * rate
             rate *= s
         return delay
 
@@ -160,7 +167,7 @@ class ContinualSTGCN(nn.Module):
             st["res"][b][rows] = res[:, :, 1:]
         seen = st["seen"][b][rows]
         st["seen"][b][rows] = seen + 1
-        ready = (seen >= PAD) & ((seen - PAD) % self.strides[b] == 0)
+        ready = (seen >= self.lag) & ((seen - self.lag) % self.strides[b] == 0)
         if not bool(ready.any()):
             return win[:0, :, :1], rows[:0]
         if not bool(ready.all()):
@@ -177,7 +184,7 @@ class ContinualSTGCN(nn.Module):
         :meth:`ready` reads, known on the host without asking the device."""
         n = int(frames)
         for s in self.strides:
-            n = 0 if n <= PAD else (n - PAD - 1) // s + 1
+            n = 0 if n <= self.lag else (n - self.lag - 1) // s + 1
         return n
 
     def _block_masked(self, b: int, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor
@@ -197,7 +204,7 @@ class ContinualSTGCN(nn.Module):
             st["res"][b][rows] = torch.where(keep, res[:, :, 1:], res_in)
         seen = st["seen"][b][rows]
         st["seen"][b][rows] = seen + mask.long()
-        ready = mask & (seen >= PAD) & ((seen - PAD) % self.strides[b] == 0)
+        ready = mask & (seen >= self.lag) & ((seen - self.lag) % self.strides[b] == 0)
         conv = block.tcn[2]
         y = block.tcn[3](F.conv2d(win, conv.weight, conv.bias))
         if res is not None:
@@ -254,9 +261,10 @@ class ContinualSTGCN(nn.Module):
     @torch.no_grad()
     def flush(self, rows: torch.Tensor) -> None:
         """End the clip of ``rows``: 4 zero steps through each block, as the regular model's right
-        padding; afterwards :meth:`logits` equal the regular model's on the frames stepped."""
+        padding (none for a causal network); afterwards :meth:`logits` equal the regular model's
+        on the frames stepped."""
         for b in range(len(self.blocks)):
-            for _ in range(PAD):
+            for _ in range(self.lag):
                 out, done = self._block(b, None, rows)
                 self._run(b + 1, out, done)  # after the last block: into the pool
 
@@ -345,6 +353,20 @@ class Continual(nn.Module):
 
     def outputs_after(self, frames: int) -> int:
         return self.first.outputs_after(frames)
+
+    @property
+    def ready_outputs(self) -> int:
+        """Outputs of the last block a state needs before it answers (:data:`READY_OUTPUTS`; one for
+        a causal network)."""
+        return READY_OUTPUTS if self.delay else 1
+
+    def warm_up(self, outputs: int | None = None) -> int:
+        """Frames a state needs from zero before it has ``outputs`` (default :attr:`ready_outputs`)."""
+        outputs = self.ready_outputs if outputs is None else outputs
+        frames = 1
+        while self.outputs_after(frames) < outputs:
+            frames += 1
+        return frames
 
     def ensure(self, slots: int) -> None:
         before = self.first.slots

@@ -6,20 +6,23 @@ Each person keeps a row of :class:`~stgcn.continual.Continual` state; only the f
 new since the person's last batch are stepped (one at stride 1), so a result costs a fraction of
 a window. The ring-buffer window re-synchronises a state: a new person, a new track id in the
 slot, or frames skipped under load are stepped from the window (a new person from their first
-frame in it). Until a person's last block has produced ``ready_outputs`` outputs (the first
-after :attr:`Continual.delay` frames, then one every 4), the regular model answers from the
-window, at most every ``warmup_stride`` frames.
+frame in it). Until a person's state has taken every frame of its window once and its last block
+has produced ``ready_outputs`` outputs (:attr:`Continual.ready_outputs`: for a centred network the
+first comes after :attr:`Continual.delay` frames, then one every 4; a causal network answers from
+its first), the regular model answers from the window, at most every ``warmup_stride`` frames.
 
-A batch never steps a state more than ``catch_up`` frames: a state further behind its window
-(a new person stepped from the window, or frames skipped under load) takes its oldest
-``catch_up`` frames now and the rest in the next batches (at stride s it gains ``catch_up - s``
-frames a batch). So one slow person never holds up a whole batch for a 96-frame sweep, which
-made the next batches skip frames and sweep again (a death spiral). In a batch where the window
-form answers a person (warm-up), their state steps only the frames that came since their last
-batch, and its backlog waits for the batches between, so that no batch pays for a sweep and a
-window (on the CPU a new person's 16 steps and a window made a batch of about 90 ms).
-Meanwhile a state that cannot answer yet (a re-synchronised one: 96 frames give 5 of the 12
-outputs) is answered by the window form, as in warm-up, and a state that could answer before it
+A batch never steps a state more than ``catch_up`` frames (or twice the frames new since its
+last batch, at a stride that large): a state further behind its window (a new person stepped
+from the window, or frames skipped under load) takes its oldest frames now and the rest in the
+next batches (at stride s it gains ``catch_up - s`` frames a batch, at least s). So one slow
+person never holds up a whole batch for a 96-frame sweep, which made the next batches skip
+frames and sweep again (a death spiral). In a batch where the window form answers a person
+(warm-up) and batches come between its answers (a stride below ``warmup_stride``), their state
+steps only the frames that came since their last batch, and its backlog waits for the batches
+between, so that no batch pays for a sweep and a window (on the CPU a new person's 16 steps and
+a window made a batch of about 90 ms).
+Meanwhile a state that cannot answer yet (a re-synchronised one) is answered by the window
+form, as in warm-up, and a state that could answer before it
 fell behind answers as of its last frame stepped (on the CPU a window costs about 9 steps of a
 person; under load the window form for every lagging person would be the spiral again).
 
@@ -59,13 +62,11 @@ class _Person:
     stepped: int = 0  # frames stepped since the state was reset
     answered_at: int | None = None  # frame of the window form's answer held for it (in warm-up)
     seen: int = -1  # the last frame of its previous batch's window
+    caught_up: bool = False  # the state has taken every frame of its window since its reset
 
 
-# Outputs of the last block a person's state needs before it answers: the first few outputs are
-# mostly the zero state's edge (measured on the test splits: docs/continual.md).
-READY_OUTPUTS = 12
-# Frames a batch steps a state at most, per device type; a state further behind catches up over
-# the next batches (at stride s it gains catch_up - s frames a batch). A step costs ~4 ms on the
+# Frames a batch steps a state at most, per device type (at a larger stride s: 2s); a state further
+# behind catches up over the next batches. A step costs ~4 ms on the
 # 2-core CPU, a graph replay ~2 ms on the H200 whatever the rows.
 CATCH_UP = {"cpu": 6, "cuda": 16}
 # State rows a CUDA engine starts with (its step graphs captured for up to as many people).
@@ -76,9 +77,10 @@ class ContinualEngine(Engine):
     """An :class:`Engine` whose results come from per-person continual state."""
 
     def __init__(self, weights: str | Path, device: str = "auto", *, streams: Sequence[str] | None = None,
-                 warmup_stride: int = 4, ready_outputs: int = READY_OUTPUTS, catch_up: int | None = None,
+                 warmup_stride: int = 4, ready_outputs: int | None = None, catch_up: int | None = None,
                  fixed: bool | None = None, people: int = PEOPLE) -> None:
-        """``catch_up``: frames a batch steps a state at most (module docstring; default
+        """``ready_outputs``: outputs a state needs before it answers (default
+        :attr:`Continual.ready_outputs`); ``catch_up``: frames a batch steps a state at most (module docstring; default
         :data:`CATCH_UP` of the device type); ``fixed``: fixed-shape
         steps (default: on CUDA, :class:`~stgcn.continual.ContinualSTGCN`); ``people``: on CUDA,
         state rows made at the start (more are added as people come) and the step graphs of every
@@ -89,7 +91,7 @@ class ContinualEngine(Engine):
             self.continual.ensure(people)
             self.continual.capture(self.channels, self.joints, people)
         self.warmup_stride = int(warmup_stride)
-        self.ready_outputs = int(ready_outputs)
+        self.ready_outputs = int(ready_outputs or self.continual.ready_outputs)
         self.catch_up = max(1, int(catch_up or CATCH_UP.get(self.device.type, CATCH_UP["cuda"])))
         self.people: dict[tuple[str, int], _Person] = {}
         self._free: list[int] = []
@@ -129,7 +131,7 @@ class ContinualEngine(Engine):
 
     def _plan(self, windows: np.ndarray, rows: Sequence[RowKey]) -> tuple[list[_Person], list[int], list[int]]:
         """Each row's person, the window position of the first frame to step, and how many to step
-        (at most ``catch_up``: the oldest frames the state has not taken)."""
+        (at most ``catch_up``, module docstring: the oldest frames the state has not taken)."""
         people, starts, steps, w = [], [], [], self.window
         resets = []
         for i, key in enumerate(rows):
@@ -140,11 +142,13 @@ class ContinualEngine(Engine):
                 present = np.flatnonzero(np.abs(windows[i, ..., 0]).max(axis=(0, 2)) > 0)
                 behind = w - int(present[0]) if len(present) else 1
                 resets.append(person.row)
-                person.answered_at, person.stepped, person.seen = None, 0, key.seq - 1
-            k = min(behind, self.catch_up)
-            if self._window_due(person, key.seq):  # answered by the window form: no backlog swept now
-                k = min(k, max(1, key.seq - person.seen))
+                person.answered_at, person.stepped, person.seen, person.caught_up = None, 0, key.seq - 1, False
+            new = max(1, key.seq - person.seen)  # frames since the person's last batch
+            k = min(behind, max(self.catch_up, 2 * new))
+            if new < self.warmup_stride and self._window_due(person, key.seq):
+                k = min(k, new)  # answered by the window form: the batches between sweep the backlog
             person.seen = key.seq
+            person.caught_up = person.caught_up or k >= behind
             people.append(person)
             starts.append(w - behind)
             steps.append(k)
@@ -254,7 +258,7 @@ class ContinualEngine(Engine):
                  frames: torch.Tensor | None) -> None:
         """Rows whose state cannot answer yet (too few outputs) get the window form's answer (in
         place). Readiness is counted on the host: no wait for the device."""
-        waiting = [i for i, p in enumerate(people) if self.continual.outputs_after(p.stepped) < self.ready_outputs]
+        waiting = [i for i, p in enumerate(people) if self.waiting(p)]
         if not waiting:
             return
         due = [i for i in waiting if self._window_due(people[i], rows[i].seq)]
@@ -272,11 +276,15 @@ class ContinualEngine(Engine):
         if frames is not None:
             frames[at] = held_frames[state]
 
+    def waiting(self, person: _Person) -> bool:
+        """Whether the person's state cannot answer yet: it has not taken its whole window since its
+        reset, or its last block has fewer than ``ready_outputs`` outputs."""
+        return not person.caught_up or self.continual.outputs_after(person.stepped) < self.ready_outputs
+
     def _window_due(self, person: _Person, seq: int) -> bool:
         """Whether the window form answers the person at ``seq``: their state is not ready and its
         last window answer is ``warmup_stride`` frames old."""
-        return (self.continual.outputs_after(person.stepped) < self.ready_outputs
-                and (person.answered_at is None or seq - person.answered_at >= self.warmup_stride))
+        return self.waiting(person) and (person.answered_at is None or seq - person.answered_at >= self.warmup_stride)
 
     def _index(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values).to(self.device, non_blocking=True)

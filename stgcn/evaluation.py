@@ -162,21 +162,20 @@ def evaluate_continual(model: torch.nn.Module, loader: DataLoader, device: torch
     serves it: the first person of each sample alone (the model's other person slots empty),
     stepped frame by frame from the clip's first frame (not the zeros before a short one).
     ``live`` answers at the clip's last frame without the right padding, as a live stream is
-    answered once the state has :data:`~stgcn.continual_engine.READY_OUTPUTS` outputs (a shorter
+    answered once the state has :attr:`~stgcn.continual.Continual.ready_outputs` outputs (a shorter
     clip has no answer yet, an error); ``clip`` flushes the
-    right padding first (the answer at a clip's known end). With ``regular`` (the window form's
+    right padding first (none for a causal network) (the answer at a clip's known end). With ``regular`` (the window form's
     hit per sample) ``served`` is what the continual engine shows at the clip's last frame: the
     live answer, or the window form's while the state has none (its warm-up). ``correct`` (per
     mode, a bool array over the dataset) receives each sample's hit."""
     from .continual import Continual
-    from .continual_engine import READY_OUTPUTS
 
     co = Continual(model.eval(), window)
     modes = ("live", "clip") + (("served",) if regular is not None else ())
     hits, answered, total = dict.fromkeys(modes, 0), dict.fromkeys(modes, 0), 0
     for batch in tqdm(loader, desc="eval-continual", leave=False, disable=not progress):
         x, label = batch["x"].to(device, non_blocking=True)[..., :1], batch["label"].to(device)
-        out = co.clip(x, clip_starts(x), empty_slots=batch["x"].shape[-1] - 1, outputs=READY_OUTPUTS)
+        out = co.clip(x, clip_starts(x), empty_slots=batch["x"].shape[-1] - 1, outputs=co.ready_outputs)
         index = np.asarray(batch["index"])
         for mode in modes:
             scores, ready = out["flushed" if mode == "clip" else "live"]

@@ -79,6 +79,8 @@ class FastBlock(nn.Module):
         tconv = block.tcn[2]
         s2, h2 = _bn_affine(block.tcn[3])
         self.stride, self.pad = tconv.stride[0], tconv.padding[0]
+        # a causal convolution's zero frames before each sequence, written by the aggregation
+        self.before = tconv.kernel_size[0] - 1 if getattr(tconv, "causal", False) else 0
         w_tcn = tconv.weight.double() * s2[:, None, None, None]
         b_tcn = tconv.bias.double() * s2 + h2
         self.residual = "none" if block.residual is None else (
@@ -95,9 +97,9 @@ class FastBlock(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         v, nm, t, c_in = h.shape
         y = torch.mm(h.view(v * nm * t, c_in), self.w_gcn)  # (V*N*M*T, K*C)
-        g = aggregate(self.a2, y, self.b_gcn, self.k)  # (W, N*M*T*C)
+        g = aggregate(self.a2, y, self.b_gcn, self.k, t, self.before)  # (W, N*M*(T+before)*C)
         # NHWC views (V, C, N*M, T): the temporal conv is a (1, 9) kernel along T.
-        g = g.view(v, nm, t, self.c).permute(0, 3, 1, 2)
+        g = g.view(v, nm, t + self.before, self.c).permute(0, 3, 1, 2)
         x = h.permute(0, 3, 1, 2)
         z = {"none": None, "identity": x}.get(self.residual)
         if self.residual == "conv":

@@ -24,9 +24,9 @@ from torch import nn
 log = logging.getLogger("stgcn.finetune")
 
 # model arguments a fine-tune sets itself (the class count comes from the data), and those it may
-# change (a new predictor head), else the checkpoint's; the others are the checkpoint's architecture
+# change (a new predictor head, causal padding), else the checkpoint's; the others are the checkpoint's architecture
 OWN = ("num_class", "dropout")
-TUNABLE = OWN + ("predictor_horizon", "predictor_history")
+TUNABLE = OWN + ("predictor_horizon", "predictor_history", "temporal_padding")
 
 
 def resolve(spec: str | Path) -> Path:

@@ -4,6 +4,11 @@ State-dict keys match the original release (``data_bn``, ``st_gcn_networks.i.gcn
 ``.tcn.0/2/3``, ``.residual.0/1``, ``edge_importance.i``, ``fcn``, buffer ``A``), so the
 published checkpoints load with strict key matching. The predictor head lives under
 ``predictor.*`` and exists only when asked for.
+
+``temporal_padding="causal"`` pads each temporal convolution with 8 past frames instead of 4 on
+each side: every output then reads only frames up to its own, so the newest output is about the
+newest frame. Same weights and keys; the continual form of a causal network answers without the
+76-frame delay of the centred one (``stgcn/continual.py``).
 """
 
 from __future__ import annotations
@@ -45,18 +50,35 @@ class ConvTemporalGraphical(nn.Module):
         return torch.einsum("nkctv,kvw->nctw", x.view(n, k, kc // k, t, v), A)
 
 
+PADDINGS = ("centred", "causal")
+
+
+class TemporalConv(nn.Conv2d):
+    """A block's ``(k, 1)`` temporal convolution, zero-padded on both sides (the original) or by
+    ``k - 1`` frames before only (``causal``): the same module and keys either way."""
+
+    def __init__(self, channels: int, kernel: int, stride: int, causal: bool = False) -> None:
+        super().__init__(channels, channels, (kernel, 1), (stride, 1), (0 if causal else (kernel - 1) // 2, 0))
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            x = F.pad(x, (0, 0, self.kernel_size[0] - 1, 0))
+        return super().forward(x)
+
+
 class STGCNBlock(nn.Module):
     """Spatial graph conv, temporal conv (9x1), residual; as ``st_gcn`` in the original."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: int = 1,
-                 dropout: float = 0.0, residual: bool = True) -> None:
+                 dropout: float = 0.0, residual: bool = True, causal: bool = False) -> None:
         super().__init__()
         t_kernel, k = kernel_size
         self.gcn = ConvTemporalGraphical(in_channels, out_channels, k)
         self.tcn = nn.Sequential(
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, (t_kernel, 1), (stride, 1), ((t_kernel - 1) // 2, 0)),
+            TemporalConv(out_channels, t_kernel, stride, causal),
             nn.BatchNorm2d(out_channels),
             nn.Dropout(dropout, inplace=True),
         )
@@ -139,8 +161,12 @@ class STGCN(nn.Module):
     def __init__(self, in_channels: int = 3, num_class: int = 400, graph_args: dict | None = None,
                  edge_importance_weighting: bool = True, dropout: float = 0.0,
                  predictor: bool = False, coords: int | None = None, predictor_hidden: int = 128,
-                 predictor_detach: bool = False, predictor_horizon: int = 1, predictor_history: int = 2) -> None:
+                 predictor_detach: bool = False, predictor_horizon: int = 1, predictor_history: int = 2,
+                 temporal_padding: str = "centred") -> None:
         super().__init__()
+        if temporal_padding not in PADDINGS:
+            raise ValueError(f"temporal_padding {temporal_padding!r}: expected one of {', '.join(PADDINGS)}")
+        self.causal = temporal_padding == "causal"
         graph_args = dict(graph_args or {"layout": "openpose", "strategy": "spatial"})
         self.graph = Graph(**graph_args)
         self.register_buffer("A", torch.tensor(self.graph.A, dtype=torch.float32))
@@ -150,7 +176,7 @@ class STGCN(nn.Module):
         layers, c_in = [], in_channels
         for i, (c_out, stride) in enumerate(BLOCKS):
             layers.append(STGCNBlock(c_in, c_out, kernel_size, stride,
-                                     dropout=0.0 if i == 0 else dropout, residual=i != 0))
+                                     dropout=0.0 if i == 0 else dropout, residual=i != 0, causal=self.causal))
             c_in = c_out
         self.st_gcn_networks = nn.ModuleList(layers)
         if edge_importance_weighting:

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model and its accuracy on a GPU machine: convert the three
 # real-video 2D sets, merge them (configs/classes/real_video.yaml), train one model per seed side
-# by side, evaluate each seed's final.pt on every set's official test split (all its streams, and
-# the shipped pair: joint and joint motion), and write OUT/real_video.pt from the first seed: its
-# joint and joint-motion networks, float16, the unknown answer calibrated for them (what
+# by side, evaluate each seed's final.pt on every set's official test split, and write
+# OUT/real_video.pt from the first seed: float16, the unknown answer calibrated (what
 # stgcn/weights/real_video.pt is).
 #   tools/train_real_video.sh [SHARED_DATA_DIR] [OUT_DIR]
-# Environment: SEEDS ("0 1 2"), EPOCHS (the config's), CONFIG (configs/train/real_video_4s.yaml),
-# SHIP_STREAMS ("joint joint_motion"; empty for a config without them: all its streams ship);
-# the seeds are spread over the GPUs there are and share the CPUs.
+# Environment: SEEDS ("0 1 2"), EPOCHS (the config's), CONFIG (configs/train/real_video_causal.yaml:
+# joint and joint motion, causal), SHIP_STREAMS (the streams to evaluate apart and ship; empty: all
+# the config's; "joint joint_motion" with CONFIG=configs/train/real_video_4s.yaml gives the centred
+# model shipped until 2026-11-30, without its decoder); the seeds are spread over the GPUs there
+# are and share the CPUs.
 set -euo pipefail
 SRC=${1:-../shared/data}
 OUT=${2:-work_dirs/real_video}
 PY=${PYTHON:-python3}
 SEEDS=${SEEDS:-0 1 2}
-CONFIG=${CONFIG:-configs/train/real_video_4s.yaml}
-SHIP_STREAMS=${SHIP_STREAMS-joint joint_motion}
+CONFIG=${CONFIG:-configs/train/real_video_causal.yaml}
+SHIP_STREAMS=${SHIP_STREAMS-}
 GPUS=$($PY -c "import torch; print(max(1, torch.cuda.device_count()))")
 mkdir -p "$OUT"
 $PY -m stgcn.convert utd-mhad-2d "$SRC/utd-mhad-openpose2d" data/utd_mhad_2d --no-progress

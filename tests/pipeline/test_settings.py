@@ -11,7 +11,7 @@ from pipeline.settings import DEFAULT_CONFIG, PerDevice, load_settings
 
 def test_defaults_come_from_the_shipped_yaml_only() -> None:
     s = load_settings()
-    assert s.inference.stride == PerDevice(cuda=1, cpu=4) and s.inference.stride.on("cpu") == 4
+    assert s.inference.stride == PerDevice(cuda=1, cpu=1) and s.inference.form.on("cpu") == "continual"
     assert s.inference.max_batch.on("cuda") == 64 and s.inference.persons == 5
     assert s.inference.buffer_frames == 300 and s.inference.diagnostics is False
     assert s.capture.live_queue == 8 and s.endpoints.curve.server_key is None

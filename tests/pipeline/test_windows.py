@@ -18,7 +18,7 @@ def frame(value: float) -> np.ndarray:
 def test_serving_rules_cap_min_frames_at_the_window_and_refuse_a_short_buffer() -> None:
     settings = load_settings().inference
     rules = WindowRules.serving(16, settings, "cpu")
-    assert (rules.window, rules.stride, rules.min_frames) == (16, 4, 16)
+    assert (rules.window, rules.stride, rules.min_frames) == (16, 1, 16)
     assert WindowRules.serving(128, settings, "cuda").min_frames == 30
     with pytest.raises(ValueError, match="longer than inference.buffer_frames"):
         WindowRules.serving(400, settings, "cpu")

@@ -133,3 +133,43 @@ def test_a_first_frame_marked_in_a_two_frame_batch_is_a_one_frame_step():
             co.step(x[:, :, t - 1:t + 1], rows)
     for a, b in zip(one.nets, two.nets):
         assert all(torch.equal(s, u) for s, u in zip(a._state["tcn"], b._state["tcn"]))
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_causal_network_answers_live_as_the_regular_one_on_the_frames_so_far(fixed):
+    torch.manual_seed(0)
+    model = _randomise_norms(build_model({"in_channels": 3, "num_class": 7, "coords": 2,
+                                          "graph_args": {"layout": "openpose", "strategy": "spatial"},
+                                          "streams": ["joint", "joint_motion"], "temporal_padding": "causal",
+                                          "predictor": True, "predictor_history": 3}))
+    x = _clips(1, 24, m=1)
+    co = Continual(model, window=24, slots=1, fixed=fixed)
+    assert co.delay == 0
+    rows = torch.tensor([0])
+    for t in range(24):
+        co.step(x[:, :, max(0, t - 1):t + 1, :, 0], rows)
+        assert co.ready(rows).all(), "a causal state answers from its first frame"
+        if t in (0, 5, 23):  # the regular model's answer on the frames so far: no delay, no flush
+            assert torch.allclose(co.logits(rows), model(x[:, :, :t + 1]), atol=1e-4, rtol=1e-4)
+    recent = x[:, :, -3:]
+    _, ahead = model.nets["joint"](x, recent)
+    assert torch.allclose(co.next_frame(rows, recent[..., 0:1]), ahead, atol=1e-4)
+    flushed = co.logits(rows)
+    co.flush(rows)
+    assert torch.equal(co.logits(rows), flushed), "a causal network has no right padding to flush"
+
+
+def test_causal_padding_keeps_the_keys_and_shapes_and_reads_no_later_frame():
+    torch.manual_seed(0)
+    centred, causal = STGCN(3, 5), STGCN(3, 5, temporal_padding="causal")
+    assert causal.load_state_dict(centred.state_dict()) is not None  # strict: the same keys and shapes
+    causal.eval()
+    x = _clips(1, 32, m=1)
+    later = x.clone()
+    later[:, :, 20:] += 1.0
+    a, b = causal.features(x), causal.features(later)
+    assert a.shape == centred.eval().features(x).shape
+    assert torch.equal(a[:, :, :5], b[:, :, :5]), "outputs before frame 20 (strided by 4) do not read it"
+    assert not torch.equal(a[:, :, 5:], b[:, :, 5:])
+    with pytest.raises(ValueError, match="temporal_padding"):
+        STGCN(3, 5, temporal_padding="future")

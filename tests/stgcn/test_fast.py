@@ -8,8 +8,9 @@ from stgcn.fast import FastSTGCN
 from tests.stgcn.test_model import randomized_state, realistic_batch, rel_err
 
 
-def _model(layout: str, num_class: int, seed: int, predictor: bool = False) -> STGCN:
-    model = STGCN(3, num_class, {"layout": layout, "strategy": "spatial"}, predictor=predictor, coords=2)
+def _model(layout: str, num_class: int, seed: int, predictor: bool = False, padding: str = "centred") -> STGCN:
+    model = STGCN(3, num_class, {"layout": layout, "strategy": "spatial"}, predictor=predictor, coords=2,
+                  temporal_padding=padding)
     state = randomized_state(layout, num_class, seed)
     if predictor:
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("predictor")})
@@ -19,9 +20,11 @@ def _model(layout: str, num_class: int, seed: int, predictor: bool = False) -> S
     return model.eval()
 
 
-@pytest.mark.parametrize("layout,joints,num_class,t", [("openpose", 18, 400, 64), ("ntu-rgb+d", 25, 60, 45)])
-def test_float32_matches_the_original_with_trained_statistics(layout, joints, num_class, t):
-    model = _model(layout, num_class, seed=3)
+@pytest.mark.parametrize("layout,joints,num_class,t,padding", [("openpose", 18, 400, 64, "centred"),
+                                                               ("ntu-rgb+d", 25, 60, 45, "centred"),
+                                                               ("openpose", 18, 10, 45, "causal")])
+def test_float32_matches_the_original_with_trained_statistics(layout, joints, num_class, t, padding):
+    model = _model(layout, num_class, seed=3, padding=padding)
     x = realistic_batch(joints, t, seed=4)
     fast = FastSTGCN(model, torch.float32)
     with torch.no_grad():
@@ -55,3 +58,18 @@ def test_triton_aggregation_matches_torch(w, k, c, rows):
     bias = torch.randn(w, c, device="cuda", generator=g)
     ref = aggregate_reference(a.double(), y.double(), bias.double(), k)
     assert rel_err(aggregate(a, y, bias, k), ref) < 1e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_triton_aggregation_writes_a_causal_convolutions_zero_frames_before_each_sequence():
+    from stgcn.aggregate import aggregate, aggregate_reference
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w, k, c, frames, sequences = 18, 3, 64, 75, 6
+    a = torch.randn(w, k * w, device="cuda", generator=g).half()
+    y = torch.randn(w * frames * sequences, k * c, device="cuda", generator=g).half()
+    bias = torch.randn(w, c, device="cuda", generator=g)
+    out = aggregate(a, y, bias, k, frames, 8).view(w, sequences, frames + 8, c)
+    ref = aggregate_reference(a.double(), y.double(), bias.double(), k, frames, 8).view(w, sequences, frames + 8, c)
+    assert torch.equal(out[:, :, :8], torch.zeros_like(out[:, :, :8]))
+    assert rel_err(out, ref) < 1e-2

@@ -250,7 +250,7 @@ def test_serves_the_input_streams_its_settings_choose(tmp_path):
     config.write_text("inference:\n  streams: [joint]\n")
     results, _, out = serve_kinetics_clip("--stride", "30", "--config", str(config))
     assert results and any(r["people"] for r in results)
-    assert "streams joint, window form)" in out, out[-2000:]
+    assert "streams joint, continual form)" in out, out[-2000:]
     config.write_text("inference:\n  streams: [bone]\n")
     bad = subprocess.run([sys.executable, "-m", "workers.inference", "--device", "cpu", "--config", str(config),
                           "--listen", free_endpoint(), "--publish", free_endpoint()], cwd=ROOT,
