@@ -6,21 +6,23 @@ Each person keeps a row of :class:`~stgcn.continual.Continual` state; only the f
 new since the person's last batch are stepped (one at stride 1), so a result costs a fraction of
 a window. The ring-buffer window re-synchronises a state: a new person, a new track id in the
 slot, or frames skipped under load are stepped from the window (a new person from their first
-frame in it). Until a person's state has taken every frame of its window once and its last block
-has produced ``ready_outputs`` outputs (:attr:`Continual.ready_outputs`: for a centred network the
-first comes after :attr:`Continual.delay` frames, then one every 4; a causal network answers from
-its first), the regular model answers from the window, at most every ``warmup_stride`` frames.
+frame in it). Until a person's last block has produced ``ready_outputs`` outputs
+(:attr:`Continual.ready_outputs`: for a centred network the first comes after
+:attr:`Continual.delay` frames, then one every 4), the regular model answers from the window, at
+most every ``warmup_stride`` frames. A causal network's state answers from its first output: the
+regular model's answer on the frames it has stepped (while it catches up with a new person's
+window, the oldest of them).
 
-A batch never steps a state more than ``catch_up`` frames (or twice the frames new since its
-last batch, at a stride that large): a state further behind its window (a new person stepped
-from the window, or frames skipped under load) takes its oldest frames now and the rest in the
-next batches (at stride s it gains ``catch_up - s`` frames a batch, at least s). So one slow
-person never holds up a whole batch for a 96-frame sweep, which made the next batches skip
-frames and sweep again (a death spiral). In a batch where the window form answers a person
-(warm-up) and batches come between its answers (a stride below ``warmup_stride``), their state
-steps only the frames that came since their last batch, and its backlog waits for the batches
-between, so that no batch pays for a sweep and a window (on the CPU a new person's 16 steps and
-a window made a batch of about 90 ms).
+A batch never steps a state more than ``catch_up`` frames (or one more than came since its last
+batch, where more came): a state further behind its window (a new person stepped from the
+window, or frames skipped under load) takes its oldest frames now and the rest in the next
+batches (at stride s it gains ``catch_up - s`` frames a batch, at least one). So one slow person
+never holds up a whole batch for a 96-frame sweep, which made the next batches skip frames and
+sweep again (a death spiral). In a batch where the window form answers a person (warm-up) and
+batches came since its last answer (a stride below ``warmup_stride``), their state steps only
+the frames that came since their last batch, and its backlog waits for the batches between, so
+that no batch pays for a sweep and a window (on the CPU a new person's 16 steps and a window
+made a batch of about 90 ms).
 Meanwhile a state that cannot answer yet (a re-synchronised one) is answered by the window
 form, as in warm-up, and a state that could answer before it
 fell behind answers as of its last frame stepped (on the CPU a window costs about 9 steps of a
@@ -62,11 +64,10 @@ class _Person:
     stepped: int = 0  # frames stepped since the state was reset
     answered_at: int | None = None  # frame of the window form's answer held for it (in warm-up)
     seen: int = -1  # the last frame of its previous batch's window
-    caught_up: bool = False  # the state has taken every frame of its window since its reset
 
 
-# Frames a batch steps a state at most, per device type (at a larger stride s: 2s); a state further
-# behind catches up over the next batches. A step costs ~4 ms on the
+# Frames a batch steps a state at most, per device type (where more frames came: one more); a state
+# further behind catches up over the next batches. A step costs ~4 ms on the
 # 2-core CPU, a graph replay ~2 ms on the H200 whatever the rows.
 CATCH_UP = {"cpu": 6, "cuda": 16}
 # State rows a CUDA engine starts with (its step graphs captured for up to as many people).
@@ -97,6 +98,19 @@ class ContinualEngine(Engine):
         self._free: list[int] = []
         # the window form's last answer for each state row in warm-up: probabilities, frames
         self._held: tuple[torch.Tensor, torch.Tensor | None] = self._answers(self.continual.scratch + 1)
+        if not self.continual.graphed:
+            self._rehearse()
+
+    def _rehearse(self) -> None:
+        """A made-up person through a window answer and a catch-up, then forgotten: the first real
+        person's batches then do not pay for the kernels' first use on their shapes (the CPU
+        library prepares each once) or for the empty person slot's scores."""
+        window = np.random.default_rng(0).random((1, self.channels, self.window, self.joints, self.persons),
+                                                 dtype=np.float32)
+        window[..., 1:] = 0
+        for seq in range(3):
+            self.submit(window, [RowKey("", 0, 0, seq)])()
+        self.release("")
 
     def _answers(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Zeroed answers for ``n`` rows: probabilities and, with a predictor, frames ``(n, C, V, 1)``
@@ -142,13 +156,13 @@ class ContinualEngine(Engine):
                 present = np.flatnonzero(np.abs(windows[i, ..., 0]).max(axis=(0, 2)) > 0)
                 behind = w - int(present[0]) if len(present) else 1
                 resets.append(person.row)
-                person.answered_at, person.stepped, person.seen, person.caught_up = None, 0, key.seq - 1, False
+                person.answered_at, person.stepped, person.seen = None, 0, key.seq - 1
             new = max(1, key.seq - person.seen)  # frames since the person's last batch
-            k = min(behind, max(self.catch_up, 2 * new))
-            if new < self.warmup_stride and self._window_due(person, key.seq):
-                k = min(k, new)  # answered by the window form: the batches between sweep the backlog
+            k = min(behind, max(self.catch_up, new + 1))
+            if (self._window_due(person, key.seq) and person.answered_at != person.seen
+                    and self.continual.outputs_after(person.stepped + k) < self.ready_outputs):
+                k = min(k, new)  # answered by the window form: the batches since its last answer sweep the backlog
             person.seen = key.seq
-            person.caught_up = person.caught_up or k >= behind
             people.append(person)
             starts.append(w - behind)
             steps.append(k)
@@ -277,9 +291,9 @@ class ContinualEngine(Engine):
             frames[at] = held_frames[state]
 
     def waiting(self, person: _Person) -> bool:
-        """Whether the person's state cannot answer yet: it has not taken its whole window since its
-        reset, or its last block has fewer than ``ready_outputs`` outputs."""
-        return not person.caught_up or self.continual.outputs_after(person.stepped) < self.ready_outputs
+        """Whether the person's state cannot answer yet: its last block has fewer than
+        ``ready_outputs`` outputs."""
+        return self.continual.outputs_after(person.stepped) < self.ready_outputs
 
     def _window_due(self, person: _Person, seq: int) -> bool:
         """Whether the window form answers the person at ``seq``: their state is not ready and its
