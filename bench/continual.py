@@ -161,7 +161,7 @@ STEADY_AFTER = 120  # frames of results the steady_ latencies leave out (4 s at 
 def live_run(video: Path, form: str, stride: int, weights: str, work: Path, delay: int) -> dict[str, Any]:
     """One real video as a live camera through capture, inference and sink processes; the
     ``steady_`` latencies leave out each run's first ``delay`` frames of results (a person's start:
-    the continual state's catch-up, answered by the window form meanwhile)."""
+    the continual state's catch-up)."""
     frames_ep, results_ep = free_endpoints(2)
     out = work / f"{video.stem}_{form}_{stride}.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

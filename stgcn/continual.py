@@ -13,6 +13,8 @@ BatchNorms and weights are the regular model's own modules (no copy, no new para
   the zero state is the left padding, the flush is the right padding.
 - Without the flush (live) each result sees the recent frames with a delay of
   :attr:`ContinualSTGCN.delay` input frames at the last block: the price of never recomputing.
+  A causal network (``temporal_padding: causal``, :class:`~stgcn.model.TemporalConv`) has none:
+  its live answer is the regular model's on the frames stepped, and it needs no flush.
 
 State lives in tensors with one row per *slot* (a person of a stream), so a batch of any rows
 steps together, each row at its own phase of the strides. The continual-inference library
