@@ -46,12 +46,13 @@ COMMANDS = {
     "predict_3d_utd_mhad_3d": "tools/train_seeds.sh work_dirs/pred configs/train/predict_3d.yaml=data/utd_mhad_3d",
     "shipped": "python -m stgcn.train configs/train/real_video_causal.yaml (seed 0); "
                "python -m stgcn.eval --weights stgcn/weights/real_video.pt --data-dir data/real_video",
-    "real_video_causal": "tools/train_seeds.sh work_dirs/acc configs/train/real_video_causal.yaml=data/real_video",
+    "real_video_causal": "git checkout f0530f1 (before the pooling from each slot's first frame); "
+                         "tools/train_seeds.sh work_dirs/acc configs/train/real_video_causal.yaml=data/real_video",
     "real_video_causal_finetune": "tools/train_seeds.sh work_dirs/acc "
                                   "configs/train/real_video_causal_finetune.yaml=data/real_video",
 }
 # the causal recipes of the merged real-video sets: each set's test split and all three
-CAUSAL = {"real_video_causal": "shipped: merged sets, joint + joint motion, causal, from scratch",
+CAUSAL = {"real_video_causal": "merged sets, joint + joint motion, causal, from scratch, pooled over the whole window",
           "real_video_causal_finetune": "merged sets, joint + joint motion, causal, fine-tuned from the centred pair"}
 
 

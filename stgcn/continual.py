@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import STGCN, STGCNBlock
+from .model import STGCN, STGCNBlock, first_frames
 from .streams import MultiStream, fuse, stream_input
 
 log = logging.getLogger(__name__)
@@ -485,10 +485,11 @@ class Continual(nn.Module):
         """The regular model's eval output (and next frames, given ``recent``) on normalised windows
         of one person slot ``(N, C, T, V, 1)``, as if each had ``empty_slots`` more, empty slots:
         the networks run on the person's slot only, a fraction of the regular model's work."""
-        logits, pred = [], None
+        logits, pred, first = [], None, first_frames(x)
         for i, (name, net) in enumerate(zip(self.names, self.nets)):
             xi = x if name == "joint" else stream_input(x, name, self.parent, self.coords)
-            out, pred = net.net(xi, recent) if i == 0 and recent is not None else (net.net(xi), pred)
+            out, pred = (net.net(xi, recent, first=first) if i == 0 and recent is not None
+                         else (net.net(xi, first=first), pred))
             logits.append(net.with_empty(out, empty_slots))
         return (logits[0] if len(logits) == 1 else fuse(torch.stack(logits), self.model.weights)), pred
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aggregate import aggregate
-from .model import STGCN, STGCNBlock
+from .model import STGCN, STGCNBlock, first_frames, pool_since_start
 from .streams import MultiStream
 
 GRAPH_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -123,6 +123,7 @@ class FastSTGCN(nn.Module):
         self.register_buffer("in_shift", h.view(v, c).t().contiguous().view(1, c, 1, v, 1).float())
         self.blocks = nn.ModuleList(FastBlock(block, model.A * imp, dtype)
                                     for block, imp in zip(model.st_gcn_networks, model.edge_importance))
+        self.causal, self.time_stride = model.causal, model.time_stride
         self.fcn = nn.Linear(model.fcn.in_channels, model.fcn.out_channels).to(model.A.device)
         self.fcn.weight.copy_(model.fcn.weight[:, :, 0, 0])
         self.fcn.bias.copy_(model.fcn.bias)
@@ -131,17 +132,23 @@ class FastSTGCN(nn.Module):
             self.predictor = copy.deepcopy(model.predictor).eval().to(dtype)
         self.requires_grad_(False)  # inference only
 
-    def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None, first: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x`` float32 ``(N, C, T, V, M)``; returns float32 logits (and next frame)."""
+        """``x`` float32 ``(N, C, T, V, M)``; returns float32 logits (and next frame); ``first`` as
+        in :meth:`STGCN.forward`."""
         if recent is not None and self.predictor is None:
             raise RuntimeError("this model has no next-frame predictor head")
         n, c, t, v, m = x.shape
-        x = x * self.in_scale + self.in_shift
-        h = x.permute(3, 0, 4, 2, 1).to(self.dtype).reshape(v, n * m, t, c).contiguous()  # (V, N*M, T, C)
+        h = (x * self.in_scale + self.in_shift).permute(3, 0, 4, 2, 1).to(self.dtype).reshape(v, n * m, t, c)
+        h = h.contiguous()  # (V, N*M, T, C)
         for block in self.blocks:
             h = block(h)
-        pooled = h.float().mean(dim=(0, 2)).view(n, m, -1).mean(dim=1)
+        if self.causal:
+            per_time = h.float().mean(dim=0).view(n, m, h.shape[2], -1).transpose(2, 3)  # (N, M, C, T')
+            first = first_frames(x) if first is None else first
+            pooled = pool_since_start(per_time, first, self.time_stride).mean(dim=1)
+        else:
+            pooled = h.float().mean(dim=(0, 2)).view(n, m, -1).mean(dim=1)
         logits = self.fcn(pooled)
         if recent is None:
             return logits

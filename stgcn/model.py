@@ -13,6 +13,8 @@ newest frame. Same weights and keys; the continual form of a causal network answ
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,26 @@ class ConvTemporalGraphical(nn.Module):
 
 
 PADDINGS = ("centred", "causal")
+
+
+def first_frames(x: torch.Tensor) -> torch.Tensor:
+    """Each person slot's first frame with any joint in ``x`` ``(N, C, T, V, M)`` (a short clip is
+    right-aligned in its window, zeros before it); T for an empty slot. ``(N, M)``."""
+    present = x.abs().amax(dim=(1, 3)) > 0  # (N, T, M)
+    return torch.where(present.any(dim=1), present.int().argmax(dim=1), x.shape[2])
+
+
+def pool_since_start(per_time: torch.Tensor, first: torch.Tensor, stride: int) -> torch.Tensor:
+    """The mean over time of a causal network's outputs ``per_time`` ``(N, M, C, T')``, counting
+    only the outputs from each person slot's ``first`` frame on (output i ends at frame
+    ``i * stride``, the network's total temporal stride): the zeros before a short clip do not
+    dilute it, so the window form answers as the continual form stepped from the person's first
+    frame. A slot with no frame keeps every output (an empty slot's constant)."""
+    newest = torch.arange(per_time.shape[-1], device=per_time.device) * stride  # each output's newest frame
+    valid = newest[None, None] >= first[..., None]  # (N, M, T')
+    valid = valid | ~valid.any(dim=-1, keepdim=True)
+    w = valid.to(per_time.dtype)
+    return (per_time * w[:, :, None]).sum(dim=-1) / w.sum(dim=-1)[:, :, None]
 
 
 class TemporalConv(nn.Conv2d):
@@ -179,6 +201,7 @@ class STGCN(nn.Module):
                                      dropout=0.0 if i == 0 else dropout, residual=i != 0, causal=self.causal))
             c_in = c_out
         self.st_gcn_networks = nn.ModuleList(layers)
+        self.time_stride = math.prod(stride for _, stride in BLOCKS)  # input frames per output of the last block
         if edge_importance_weighting:
             self.edge_importance = nn.ParameterList([nn.Parameter(torch.ones(self.A.shape)) for _ in layers])
         else:
@@ -208,11 +231,18 @@ class STGCN(nn.Module):
             x = block(x, self.A * importance)
         return x
 
-    def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, recent: torch.Tensor | None = None, first: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``first``: each slot's first frame (:func:`first_frames`, default from ``x``; a derived
+        input stream such as motion passes the joints')."""
         n, m = x.shape[0], x.shape[-1]
         feat = self.features(x)
-        pooled = F.avg_pool2d(feat, feat.shape[2:]).view(n, m, -1, 1, 1).mean(dim=1)
+        if self.causal:
+            per_time = feat.mean(dim=3).view(n, m, feat.shape[1], feat.shape[2])
+            first = first_frames(x) if first is None else first
+            pooled = pool_since_start(per_time, first, self.time_stride).mean(dim=1).view(n, -1, 1, 1)
+        else:
+            pooled = F.avg_pool2d(feat, feat.shape[2:]).view(n, m, -1, 1, 1).mean(dim=1)
         logits = self.fcn(pooled).view(n, -1)
         if recent is None:
             return logits

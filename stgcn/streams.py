@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .graph import Layout, get_layout
+from .model import first_frames
 
 STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
 
@@ -141,12 +142,13 @@ class MultiStream(nn.Module):
         if self.training and recent is not None:
             return self.first(stream_input(x, self.names[0], self.parent_index, self.coords), recent)
         logits, pred = [], None
+        first = first_frames(x)  # each slot's first frame, from the joints (a motion stream's first is zero)
         for i, name in enumerate(self.names):
             xi = stream_input(x, name, self.parent_index, self.coords)
             if i == 0 and recent is not None:
-                out, pred = self.first(xi, recent)
+                out, pred = self.first(xi, recent, first=first)
             else:
-                out = self.nets[name](xi)
+                out = self.nets[name](xi, first=first)
             logits.append(out)
         stacked = torch.stack(logits)
         if self.training:

@@ -6,7 +6,7 @@ import torch
 
 from stgcn.checkpoint import build_model
 from stgcn.continual import Continual
-from stgcn.model import STGCN
+from stgcn.model import STGCN, first_frames, pool_since_start
 
 
 def _randomise_norms(model: torch.nn.Module) -> torch.nn.Module:
@@ -173,3 +173,13 @@ def test_causal_padding_keeps_the_keys_and_shapes_and_reads_no_later_frame():
     assert not torch.equal(a[:, :, 5:], b[:, :, 5:])
     with pytest.raises(ValueError, match="temporal_padding"):
         STGCN(3, 5, temporal_padding="future")
+
+
+def test_a_causal_network_pools_a_short_clip_from_its_first_frame_and_an_empty_window_whole():
+    per_time = torch.arange(6.0).view(1, 1, 1, 6).repeat(1, 2, 3, 1)  # (N, M, C, T'): output i is i
+    first = torch.tensor([[9, 24]])  # slot 0 from frame 9 (outputs 3, 4, 5 end at 12, 16, 20); slot 1 empty
+    pooled = pool_since_start(per_time, first, stride=4)
+    assert torch.equal(pooled[0, 0], torch.full((3,), 4.0)) and torch.equal(pooled[0, 1], torch.full((3,), 2.5))
+    x = torch.zeros(1, 3, 24, 18, 2)
+    x[:, :, 9:, :, 0] = 1.0
+    assert first_frames(x).tolist() == [[9, 24]]
