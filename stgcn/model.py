@@ -65,9 +65,10 @@ def first_frames(x: torch.Tensor) -> torch.Tensor:
 def pool_since_start(per_time: torch.Tensor, first: torch.Tensor, stride: int) -> torch.Tensor:
     """The mean over time of a causal network's outputs ``per_time`` ``(N, M, C, T')``, counting
     only the outputs from each person slot's ``first`` frame on (output i ends at frame
-    ``i * stride``, the network's total temporal stride): the zeros before a short clip do not
-    dilute it, so the window form answers as the continual form stepped from the person's first
-    frame. A slot with no frame keeps every output (an empty slot's constant)."""
+    ``i * stride``, the network's total temporal stride): the outputs over the zeros before a short
+    clip read nothing of it and would dilute it; these are the outputs the continual state keeps
+    (it starts at the person's first frame). A slot with no frame keeps every output (an empty
+    slot's constant)."""
     newest = torch.arange(per_time.shape[-1], device=per_time.device) * stride  # each output's newest frame
     valid = newest[None, None] >= first[..., None]  # (N, M, T')
     valid = valid | ~valid.any(dim=-1, keepdim=True)
