@@ -90,7 +90,7 @@ class ContinualSTGCN(nn.Module):
             raise ValueError(f"continual ST-GCN expects 9x1 temporal convolutions, found kernels {kernels}")
         # input steps between a block's newest input and its output's centre: the centred padding's
         # 4, none for a causal network (stgcn.model.TemporalConv), whose outputs end at their input
-        self.lag = 0 if getattr(net, "causal", False) else PAD
+        self.lag = 0 if net.causal else PAD
         self.window = int(window)
         self.pool_len = pooled_length(self.window, self.strides)
         self.slots = 0

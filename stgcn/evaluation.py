@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pipeline.settings import read_yaml
 
+from .model import first_frames
 from .predictor import constant_velocity, present, zero_velocity
 from .streams import MultiStream
 
@@ -148,10 +149,10 @@ def prediction_by_source(per_sample: dict[str, np.ndarray], sources: Sequence[st
 
 
 def clip_starts(x: torch.Tensor) -> torch.Tensor:
-    """Each window's first non-zero frame (a short clip is right-aligned, zeros before it, as a
-    live stream's window; :func:`stgcn.data.dataset.classification_window`)."""
-    nonzero = x.abs().amax(dim=(1, 3, 4)) > 0  # (N, T)
-    return torch.where(nonzero.any(dim=1), nonzero.int().argmax(dim=1), x.shape[2] - 1)
+    """Each window's first non-zero frame, over its person slots (a short clip is right-aligned,
+    zeros before it, as a live stream's window; :func:`stgcn.data.dataset.classification_window`);
+    the last frame for an empty window."""
+    return first_frames(x).amin(dim=1).clamp(max=x.shape[2] - 1)
 
 
 @torch.no_grad()

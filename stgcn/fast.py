@@ -80,7 +80,7 @@ class FastBlock(nn.Module):
         s2, h2 = _bn_affine(block.tcn[3])
         self.stride, self.pad = tconv.stride[0], tconv.padding[0]
         # a causal convolution's zero frames before each sequence, written by the aggregation
-        self.before = tconv.kernel_size[0] - 1 if getattr(tconv, "causal", False) else 0
+        self.before = tconv.kernel_size[0] - 1 if tconv.causal else 0
         w_tcn = tconv.weight.double() * s2[:, None, None, None]
         b_tcn = tconv.bias.double() * s2 + h2
         self.residual = "none" if block.residual is None else (

@@ -120,6 +120,7 @@ class MultiStream(nn.Module):
         # on the model's device: a list index would be copied from the host on every call (and
         # cannot be inside a CUDA graph)
         self.register_buffer("parent_index", torch.tensor(list(parent), dtype=torch.long), persistent=False)
+        self.causal = any(getattr(net, "causal", False) for net in self.nets.values())  # pools from first frames
 
     @property
     def first(self) -> nn.Module:
@@ -142,7 +143,8 @@ class MultiStream(nn.Module):
         if self.training and recent is not None:
             return self.first(stream_input(x, self.names[0], self.parent_index, self.coords), recent)
         logits, pred = [], None
-        first = first_frames(x)  # each slot's first frame, from the joints (a motion stream's first is zero)
+        # each slot's first frame, from the joints (a motion stream's first frame is zero motion)
+        first = first_frames(x) if self.causal else None
         for i, name in enumerate(self.names):
             xi = stream_input(x, name, self.parent_index, self.coords)
             if i == 0 and recent is not None:
