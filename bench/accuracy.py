@@ -8,13 +8,15 @@ its data set's official test split (nothing chosen on it). Groups (the config an
 ``utd_mhad_4s`` (UTD-MHAD Kinect 3D, 4 streams), ``utd_mhad_2d_4s`` (UTD-MHAD OpenPose 2D alone, 4
 streams), ``utd_mhad_2d_kinect_4s`` (the same test, trained on the 2D keypoints and the training
 subjects' Kinect skeletons projected to 2D), ``predict_2d_real_video`` (the self-supervised
-encoder-decoder on the merged real-video sets, per source set) and ``predict_3d_utd_mhad_3d`` (the same on UTD-MHAD 3D); ``--shipped`` is
+encoder-decoder on the merged real-video sets, per source set) and ``predict_3d_utd_mhad_3d`` (the
+same on UTD-MHAD 3D; its next frame stands for that set over ``utd_mhad_4s``'s head); ``--shipped`` is
 the shipped model's evaluation on the merged sets. Penn Action and JHMDB top-1 come from
 ``bench/results/accuracy_real_video.json`` (the shipped pair of streams, 3 seeds). ``--update``
 keeps what the committed ``accuracy.json`` holds of groups not given (runs of earlier sessions).
 
 Writes ``bench/results/accuracy.json`` (top-1 per data set, mean, spread and every run; the
-next-frame improvement over zero velocity per data set) and ``bench/results/prediction.json`` (MPJPE
+next-frame improvement over zero velocity per data set, beside the two-sided bound of
+``bench/results/prediction_baselines.json``) and ``bench/results/prediction.json`` (MPJPE
 per frame ahead beside zero and constant velocity, per data set, in torso lengths and the data's
 units), and the plot ``docs/prediction.png``.
 """
@@ -44,7 +46,8 @@ COMMANDS = {
                              "data/utd_mhad_2d_kinect (data: the config's header)",
     "predict_2d_real_video": "tools/train_seeds.sh work_dirs/pred configs/train/predict_2d.yaml=data/real_video",
     "predict_3d_utd_mhad_3d": "tools/train_seeds.sh work_dirs/pred configs/train/predict_3d.yaml=data/utd_mhad_3d",
-    "shipped": "python -m stgcn.train configs/train/real_video_causal.yaml (seed 0); "
+    "shipped": "python -m stgcn.train configs/train/real_video_causal.yaml (seed 0), its decoder retrained by "
+               "configs/train/real_video_decoder.yaml (the config's header); "
                "python -m stgcn.eval --weights stgcn/weights/real_video.pt --data-dir data/real_video",
     "real_video_causal": "git checkout f0530f1 (before the pooling from each slot's first frame); "
                          "tools/train_seeds.sh work_dirs/acc configs/train/real_video_causal.yaml=data/real_video",
@@ -123,9 +126,11 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
                                 **prediction_table(evals, name)}
             next_frame[name] = {"model": "predict_2d.yaml (self-supervised encoder-decoder)",
                                 **prediction[name]["improvement_vs_zero_velocity"][0]}
-    if "predict_3d_utd_mhad_3d" in groups:
+    if "predict_3d_utd_mhad_3d" in groups:  # the 2D sets' recipe: it stands for UTD-MHAD 3D's next frame
         prediction["utd-mhad-3d"] = {"model": "predict_3d.yaml (self-supervised encoder-decoder)",
                                      **prediction_table(groups["predict_3d_utd_mhad_3d"])}
+        next_frame["utd-mhad-3d"] = {"model": "predict_3d.yaml (self-supervised encoder-decoder)",
+                                     **prediction["utd-mhad-3d"]["improvement_vs_zero_velocity"][0]}
     if shipped:
         prediction["shipped (merged sets)"] = {"model": "stgcn/weights/real_video.pt, seed 0",
                                                **prediction_table([shipped])}
@@ -149,6 +154,7 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
                 "final epoch of each seed (0, 1, 2), nothing chosen on the test split; the next-frame "
                 "improvement is 1 - MPJPE / MPJPE of zero velocity (repeating the last frame), one frame ahead",
         "metrics": metrics, "top1": top1, "next_frame_improvement_pct": next_frame,
+        "next_frame_two_sided_bound_pct": two_sided_bounds(),
         "commands": {**(earlier_accuracy or {}).get("commands", {}),
                      **{k: v for k, v in COMMANDS.items() if k in groups or (k == "shipped" and shipped)}},
     }
@@ -159,6 +165,17 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
             "units": UNITS, "datasets": prediction,
             "commands": {k: v for k, v in COMMANDS.items() if k.startswith("predict") or k == "shipped"}}
     return accuracy, pred
+
+
+def two_sided_bounds() -> dict[str, float]:
+    """Per data set, what an estimate of the next frame that also sees the frames after it reaches
+    over zero velocity (``bench.prediction_baselines``): no predictor of the past alone gets there."""
+    path = RESULTS / "prediction_baselines.json"
+    if not path.is_file():
+        return {}
+    sets = json.loads(path.read_text())["sets"]
+    return {name.replace("_", "-"): round(100 * v["two_sided_bound"]["improvement_vs_zero_velocity"], 1)
+            for name, v in sets.items() if "two_sided_bound" in v}
 
 
 def plot(pred: dict[str, Any], path: Path) -> None:

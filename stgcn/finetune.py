@@ -24,9 +24,9 @@ from torch import nn
 log = logging.getLogger("stgcn.finetune")
 
 # model arguments a fine-tune sets itself (the class count comes from the data), and those it may
-# change (a new predictor head, causal padding), else the checkpoint's; the others are the checkpoint's architecture
+# change (a new predictor head or base, causal padding), else the checkpoint's; the others are the checkpoint's architecture
 OWN = ("num_class", "dropout")
-TUNABLE = OWN + ("predictor_horizon", "predictor_history", "temporal_padding")
+TUNABLE = OWN + ("predictor_horizon", "predictor_history", "predictor_base", "temporal_padding")
 
 
 def resolve(spec: str | Path) -> Path:
@@ -107,18 +107,19 @@ def init_from_checkpoint(model: nn.Module, spec: str | Path, class_names: list[s
     same_classes = class_names is not None and list(source.config.get("class_names") or []) == list(class_names)
     src = source.state_dict()
     dst = model.state_dict()
+    params = dict(model.named_parameters())
     copied, fresh = {}, []
     for name, tensor in dst.items():
         head = name.split(".")[-2:-1] == ["fcn"]
         if name in src and src[name].shape == tensor.shape and (same_classes or not head):
             copied[name] = src[name].to(tensor.dtype)
-        elif name.endswith(("weight", "bias")):
+        elif name in params:
             fresh.append(name)
     if not any(not k.endswith("fcn.weight") and k.endswith("weight") for k in copied):
         raise ValueError(f"{resolve(spec)}: no weights fit the model (a checkpoint of another layout?)")
     model.load_state_dict(copied, strict=False)
     fixed = freeze(model, freeze_blocks) if freeze_blocks else 0
-    heads = sorted({n.rsplit(".", 1)[0] for n in fresh})
+    heads = sorted({n.rsplit(".", 1)[0] if n.endswith(("weight", "bias")) else n for n in fresh})
     log.info("initialised from %s: %d of %d tensors copied; new: %s; %d parameters fixed (%d blocks)",
              resolve(spec), len(copied), len(dst), ", ".join(heads) or "none", fixed, freeze_blocks)
     return {"copied": len(copied), "fresh": heads, "fixed": fixed}

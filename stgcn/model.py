@@ -21,6 +21,7 @@ from torch import nn
 
 from .graph import Graph
 from .graph_product import graph_product
+from .predictor import present
 
 BLOCKS = ((64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1))
 
@@ -53,6 +54,10 @@ class ConvTemporalGraphical(nn.Module):
 
 
 PADDINGS = ("centred", "causal")
+PREDICTOR_BASES = ("last", "linear")  # what the decoder's offsets add to: the last frame, or a filter of the last steps
+# The filter's weights are this many times its parameters: steps are hundredths of a torso, and
+# at the backbone's learning rate the weights would need thousands of steps to reach ~1.
+FILTER_GAIN = 10.0
 
 
 def first_frames(x: torch.Tensor) -> torch.Tensor:
@@ -131,13 +136,23 @@ class NextFramePredictor(nn.Module):
     track or extrapolate a smooth one), through a small per-joint MLP shared by the joints.
     It outputs ``horizon`` frames t+1..t+H as offsets from frame t; confidence channels are
     carried over from frame t. ``history=2, horizon=1`` is the original next-frame head.
+
+    ``base="linear"`` adds to those offsets a linear filter of each joint's last ``history - 1``
+    steps (one weight per step and frame ahead, shared by joints and coordinates, learned; a
+    step with an absent end counts as still), scaled per joint and frame ahead by a gate in
+    (0, 2) that the MLP also outputs (1 at the start). The filter learns how far motion carries
+    on at the data's frame rate (on smooth tracks most of the predictable part:
+    docs/prediction.md); the gate lets a jittery track, whose steps are mostly noise, extrapolate
+    less than a smooth one; the MLP adds what the body tells. It starts at zero velocity.
     """
 
     def __init__(self, feat_channels: int, in_channels: int, coords: int, hidden: int = 128,
-                 step: float = 0.02, horizon: int = 1, history: int = 2) -> None:
+                 step: float = 0.02, horizon: int = 1, history: int = 2, base: str = "last") -> None:
         super().__init__()
         if horizon < 1 or history < 2:
             raise ValueError(f"predictor horizon {horizon} must be >= 1 and history {history} >= 2")
+        if base not in PREDICTOR_BASES:
+            raise ValueError(f"predictor base {base!r}: expected one of {', '.join(PREDICTOR_BASES)}")
         self.coords, self.horizon, self.history = coords, int(horizon), int(history)
         # Frame-to-frame motion is a few hundredths of the input's scale: outputs are scaled so
         # that the head trains at the backbone's learning rate (h frames ahead: h steps).
@@ -149,10 +164,13 @@ class NextFramePredictor(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv1d(hidden, hidden, 1),
             nn.ReLU(inplace=True),
-            nn.Conv1d(hidden, coords * self.horizon, 1),
+            nn.Conv1d(hidden, (coords + (base == "linear")) * self.horizon, 1),  # offsets [, gates]
         )
         nn.init.zeros_(self.net[-1].weight)  # start at the zero-velocity baseline
         nn.init.zeros_(self.net[-1].bias)
+        self.filter = None
+        if base == "linear":  # (H, K-1): frame t+h's offset per step, newest step first, over FILTER_GAIN
+            self.filter = nn.Parameter(torch.zeros(self.horizon, self.history - 1))
 
     def forward(self, feat: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
         """``feat`` (N*M, F, V) and ``recent`` (N, C, K, V, M), K >= ``history`` -> the next frame
@@ -162,14 +180,23 @@ class NextFramePredictor(nn.Module):
         last = recent[:, :, -1]
         moves = last[:, :, None] - recent[:, :, :-1]  # (N, C, K-1, V, M): displacement since each frame
         r = torch.cat([last[:, :, None], moves], dim=2).permute(0, 4, 2, 1, 3).reshape(n * m, k * c, v)
-        delta = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, H*coords, V)
-        delta = delta.view(n, m, self.horizon, self.coords, v).permute(0, 3, 2, 4, 1).to(last.dtype)
-        delta = delta * self.step.to(last.dtype)[:, None, None]
-        present = (last[:, -1:] > 0) if c > self.coords else (last != 0).any(dim=1, keepdim=True)
+        out = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, H*(coords [+ 1]), V)
+        out = out.view(n, m, self.horizon, -1, v).permute(0, 3, 2, 4, 1).to(last.dtype)  # (N, coords [+1], H, V, M)
+        delta = out[:, : self.coords] * self.step.to(last.dtype)[:, None, None]
+        if self.filter is not None:
+            delta = delta + 2 * torch.sigmoid(out[:, self.coords:]) * self.extrapolate(recent)
+        here = present(last, self.coords)[:, None, None]  # (N, 1, 1, V, M)
         out = last[:, :, None].repeat(1, 1, self.horizon, 1, 1)
         moved = last[:, : self.coords, None] + delta
-        out[:, : self.coords] = torch.where(present[:, :, None], moved, out[:, : self.coords])
+        out[:, : self.coords] = torch.where(here, moved, out[:, : self.coords])
         return out[:, :, 0] if self.horizon == 1 else out
+
+    def extrapolate(self, recent: torch.Tensor) -> torch.Tensor:
+        """The linear filter's offsets ``(N, coords, H, V, M)`` from the last ``history`` frames."""
+        seen = present(recent.movedim(1, 2), self.coords)  # (N, K, V, M)
+        steps = recent[:, : self.coords, 1:] - recent[:, : self.coords, :-1]
+        steps = (steps * (seen[:, 1:] & seen[:, :-1])[:, None]).flip(2)  # (N, coords, K-1, V, M), newest first
+        return torch.einsum("nckvm,hk->nchvm", steps, FILTER_GAIN * self.filter.to(steps.dtype))
 
 
 class STGCN(nn.Module):
@@ -185,7 +212,7 @@ class STGCN(nn.Module):
                  edge_importance_weighting: bool = True, dropout: float = 0.0,
                  predictor: bool = False, coords: int | None = None, predictor_hidden: int = 128,
                  predictor_detach: bool = False, predictor_horizon: int = 1, predictor_history: int = 2,
-                 temporal_padding: str = "centred") -> None:
+                 temporal_padding: str = "centred", predictor_base: str = "last") -> None:
         super().__init__()
         if temporal_padding not in PADDINGS:
             raise ValueError(f"temporal_padding {temporal_padding!r}: expected one of {', '.join(PADDINGS)}")
@@ -213,7 +240,8 @@ class STGCN(nn.Module):
         if predictor:
             coords = coords if coords is not None else in_channels
             self.predictor = NextFramePredictor(c_in, in_channels, coords, predictor_hidden,
-                                                horizon=predictor_horizon, history=predictor_history)
+                                                horizon=predictor_horizon, history=predictor_history,
+                                                base=predictor_base)
 
     @property
     def channels_last(self) -> bool:

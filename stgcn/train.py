@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with {train,val}_data.npy and {train,val}_label.pkl")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--seed", type=int, help="override train.seed")
+    parser.add_argument("--init-from", help="override train.init_from: the checkpoint to start from "
+                                            "(its network; 'default': the shipped model)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
@@ -364,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.setdefault("train", {})["epochs"] = args.epochs
         if args.seed is not None:
             cfg.setdefault("train", {})["seed"] = args.seed
+        if args.init_from:
+            cfg.setdefault("train", {})["init_from"] = args.init_from
         work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
         metrics = train(cfg, work_dir, args.device, args.resume)
         if metrics:

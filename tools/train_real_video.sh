@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model and its accuracy on a GPU machine: convert the three
 # real-video 2D sets, merge them (configs/classes/real_video.yaml), train one model per seed side
-# by side, evaluate each seed's final.pt on every set's official test split, and write
-# OUT/real_video.pt from the first seed: float16, the unknown answer calibrated (what
+# by side, evaluate each seed's final.pt on every set's official test split, retrain the first
+# seed's decoder on its fixed classifier (configs/train/real_video_decoder.yaml) and write
+# OUT/real_video.pt from it: float16, the unknown answer calibrated (what
 # stgcn/weights/real_video.pt is).
 #   tools/train_real_video.sh [SHARED_DATA_DIR] [OUT_DIR]
 # Environment: SEEDS ("0 1 2"), EPOCHS (the config's), CONFIG (configs/train/real_video_causal.yaml:
@@ -43,5 +44,7 @@ for seed in $SEEDS; do
   fi
 done
 first=$(echo $SEEDS | cut -d' ' -f1)
-$PY -m stgcn.calibrate --weights "$OUT/seed$first/final.pt" ${SHIP_STREAMS:+--streams $SHIP_STREAMS} --half \
+$PY -m stgcn.train configs/train/real_video_decoder.yaml --init-from "$OUT/seed$first/final.pt" \
+    --work-dir "$OUT/decoder" > "$OUT/decoder.log" 2>&1
+$PY -m stgcn.calibrate --weights "$OUT/decoder/final.pt" ${SHIP_STREAMS:+--streams $SHIP_STREAMS} --half \
     --out "$OUT/real_video.pt"

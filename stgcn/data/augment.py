@@ -7,7 +7,7 @@ present when its confidence is > 0 in 2D, when any coordinate is nonzero in 3D).
 
 :func:`build_augment` composes the configured augmentations in a fixed order::
 
-    mirror -> random_speed -> random_shift -> random_choose -> idle_pad -> random_move -> random_rotate
+    mirror -> random_speed -> frame_step -> random_shift -> random_choose -> idle_pad -> random_move -> random_rotate
     -> random_scale -> noise -> joint_dropout -> drop_face
 
 Config (every key optional; ``True`` means defaults, ``False``/``None`` disables; a scalar
@@ -15,6 +15,7 @@ is the main parameter)::
 
     mirror:        {p: 0.5, classes: [names or indices] | "all"}
     random_speed:  {range: [0.8, 1.25], p: 1.0}   (list: range; >1 plays the action faster)
+    frame_step:    {steps: [2, 3], p: 0.5}   (list: steps; every k-th frame: the clip at 1/k its frame rate)
     random_shift:  {p: 1.0}
     random_choose: {size: <window>, auto_pad: true}
     idle_pad:      {window: <window>, p: 1.0, sigma: 0.002 (2D) / 0.005 m (3D), zero_prob: 0.2}
@@ -43,9 +44,9 @@ import numpy as np
 
 from ..graph import Layout, get_layout
 
-ORDER = ("mirror", "random_speed", "random_shift", "random_choose", "idle_pad", "random_move", "random_rotate",
+ORDER = ("mirror", "random_speed", "frame_step", "random_shift", "random_choose", "idle_pad", "random_move", "random_rotate",
          "random_scale", "noise", "joint_dropout", "drop_face")
-_SCALAR_KEY = {"random_speed": "range", "random_rotate": "max_deg", "random_scale": "range", "noise": "sigma", "random_choose": "size",
+_SCALAR_KEY = {"random_speed": "range", "frame_step": "steps", "random_rotate": "max_deg", "random_scale": "range", "noise": "sigma", "random_choose": "size",
                "idle_pad": "window", "mirror": "classes", "joint_dropout": "p", "drop_face": "p",
                "random_shift": "p"}
 
@@ -133,6 +134,17 @@ def resample(x: np.ndarray, layout: Layout, factor: float) -> np.ndarray:
     mask = present_mask(clip, layout.dims)
     both = mask[lo] & mask[hi]
     out[:, :new_n] = np.where(both[None], clip[:, lo] * (1 - w) + clip[:, hi] * w, 0.0)
+    return out
+
+
+def frame_step(x: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+    """Every ``step``-th frame of the valid segment from a random one of its first ``step``, at the
+    start of a zero array of the same length: the clip as a camera at 1/``step`` of its frame rate
+    would have seen it (no interpolation, unlike :func:`resample`: real steps between frames)."""
+    begin, end = valid_range(x)
+    out = np.zeros_like(x)
+    clip = x[:, begin + int(rng.integers(step)):end:step]
+    out[:, :clip.shape[1]] = clip
     return out
 
 
@@ -412,6 +424,13 @@ def build_augment(cfg: dict | None, layout: str | dict | Layout = "openpose", nu
             # log-uniform, so speeding up and slowing down are equally likely
             ops.append((name, lambda x, label, rng, lo_f=lo_f, hi_f=hi_f: resample(
                 x, layout, float(np.exp(rng.uniform(np.log(lo_f), np.log(hi_f))))), float(o.get("p", 1.0))))
+        elif name == "frame_step":
+            _take(o, name, ("steps", "p"))
+            choices = [int(k) for k in o.get("steps", (2, 3))]
+            if not choices or min(choices) < 1:
+                raise ValueError(f"augment frame_step: steps {choices} must be integers >= 1")
+            ops.append((name, lambda x, label, rng, choices=choices: frame_step(
+                x, choices[int(rng.integers(len(choices)))], rng), float(o.get("p", 0.5))))
         elif name == "random_shift":
             _take(o, name, ("p",))
             ops.append((name, lambda x, label, rng: random_shift(x, rng), float(o.get("p", 1.0))))

@@ -63,3 +63,22 @@ def test_a_single_stream_checkpoint_keeps_its_head_only_for_the_same_classes(tmp
     assert init_from_checkpoint(other, path, ["x", "y", "z"])["fresh"] == ["fcn"]
     assert not torch.equal(other.fcn.weight, net.fcn.weight)
     assert torch.equal(other.st_gcn_networks[9].tcn[2].weight, net.st_gcn_networks[9].tcn[2].weight)
+
+
+def test_a_fine_tune_may_give_the_decoder_a_linear_base(tmp_path):
+    """How the shipped decoder was made: a `last`-base checkpoint, `predictor_base: linear` in the
+    config; the decoder's hidden layers are kept, its output layer (now with gates) and filter are new."""
+    torch.manual_seed(0)
+    model_cfg = {"in_channels": 3, "num_class": 3, "graph_args": {"layout": "openpose", "strategy": "spatial"},
+                 "predictor": True, "coords": 2, "predictor_horizon": 4, "predictor_history": 5}
+    net = build_model(model_cfg)
+    path = save_checkpoint(tmp_path / "last.pt", net, {"model": model_cfg, "class_names": ["a", "b", "c"],
+                                                       "normalisation": {"name": "person_centric"}, "window": 64})
+    cfg = adopt_architecture({"model": {"predictor_base": "linear"}, "class_names": ["a", "b", "c"],
+                              "train": {"init_from": str(path)}})
+    assert cfg["model"]["predictor_base"] == "linear" and cfg["model"]["predictor_horizon"] == 4
+    model = build_model(serving_config(cfg, 3)["model"])
+    summary = init_from_checkpoint(model, path, ["a", "b", "c"])
+    assert set(summary["fresh"]) == {"predictor.net.5", "predictor.filter"}, summary
+    assert torch.equal(model.predictor.net[1].weight, net.predictor.net[1].weight)
+    assert model.predictor.net[5].out_channels == 4 * 3 and not model.predictor.filter.any()

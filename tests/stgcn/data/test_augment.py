@@ -227,3 +227,21 @@ def test_build_errors_and_order():
     assert aug.names == ["mirror", "random_move", "noise"]
     y, placed = build_augment({"random_choose": {"size": 20}}, OP).apply(sample2d(), 0, np.random.default_rng(0))
     assert placed and y.shape[1] == 20
+
+
+def test_frame_step_keeps_every_kth_real_frame():
+    x = np.zeros((3, 50, 18, 1), np.float32)
+    x[0, 5:35, :, 0] = np.arange(5, 35, dtype=np.float32)[:, None] / 100  # frame index as x
+    x[1:, 5:35, :, 0] = 1.0
+    aug = build_augment({"frame_step": {"steps": [3], "p": 1.0}}, "openpose")
+    seen = set()
+    for seed in range(12):
+        y = aug(x, 0, np.random.default_rng(seed))
+        frames = np.round(y[0, :, 0, 0] * 100).astype(int)
+        kept = frames[y[2, :, 0, 0] > 0]
+        assert len(kept) == 10 and np.all(np.diff(kept) == 3), kept  # real frames, 3 apart, none made up
+        assert kept[0] in (5, 6, 7) and np.all(y[:, len(kept):] == 0)
+        seen.add(int(kept[0]))
+    assert seen == {5, 6, 7}  # each phase of the step is drawn
+    with pytest.raises(ValueError, match="frame_step"):
+        build_augment({"frame_step": {"steps": [0]}}, "openpose")
