@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half", action="store_true",
                         help="store the weights in float16 (default: as the input checkpoint stores them)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the training windows' augmentation, so a calibration can be repeated")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if "train" not in datasets:
             raise ValueError("the config has no classification training data")
         workers = resolve_workers(cfg["data"].get("num_workers", "auto"))
+        torch.manual_seed(args.seed)  # the loader's workers draw their augmentation from torch's seed
         open_set = calibrate_open_set(model, datasets["train"], 64, workers, device, True, args.keep)
         config = {**model.config, "open_set": open_set.to_config()}
         out = Path(args.out or args.weights)

@@ -53,6 +53,7 @@ UNKNOWN_COLOR = (190, 190, 190)
 PREDICTED_COLOR = (255, 255, 255)
 FUTURE_COLOR = (0, 255, 255)
 OUTLINE_COLOR = (0, 0, 0)
+LABEL_BACKDROP = 0.5  # a label's box keeps this much of the frame's brightness behind it
 NO_PERSON = "no person"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -117,6 +118,14 @@ def _blend(image: np.ndarray, x: int, y: int, alpha: np.ndarray, color: tuple[in
     a = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None].astype(np.float32) / 255.0
     roi = image[y0:y1, x0:x1]
     roi[:] = np.rint(roi * (1.0 - a) + np.asarray(color, np.float32) * a).astype(np.uint8)
+
+
+def shade(image: np.ndarray, box: Box, keep: float) -> None:
+    """Darken ``box`` (clipped to the image) to ``keep`` of its brightness, in place: a backdrop
+    that keeps text legible over a busy or same-coloured background."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h)
+    image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * keep).astype(np.uint8)
 
 
 def draw_text(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int], style: TextStyle) -> Box:
@@ -241,6 +250,7 @@ def draw_labels(image: np.ndarray, frame: Frame, result: Result | None) -> list[
         head = HEAD_CLEARANCE * float(np.ptp(xy[:, 1]))  # the top joint is an eye or ear, not the crown
         box = _place(text_box_size(text, style), (xy[:, 0].min() + xy[:, 0].max()) / 2, xy[:, 1].min() - head,
                      image.shape, [d.box for d in drawn], gap)
+        shade(image, box, LABEL_BACKDROP)  # e.g. a yellow label over a broadcast's yellow caption
         draw_text(image, text, box[0], box[1], color, style)
         drawn.append(DrawnLabel(person.track, text, color, box))
     return drawn
@@ -261,7 +271,7 @@ def draw_legend(image: np.ndarray, tracked_color: tuple[int, int, int], future_t
     pad, row = max(4, th // 2), th + base + max(4, th // 2)
     box = (pad, h - len(rows) * row - 3 * pad, min(w, 4 * pad + sample + tw), h - pad)
     x0, y0, x1, y1 = box
-    image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * 0.35).astype(np.uint8)
+    shade(image, box, 0.35)
     lines_x = (x0 + pad, x0 + pad + sample)
     for k, (text, color) in enumerate(rows):
         baseline = y0 + pad + (k + 1) * row - base

@@ -74,6 +74,15 @@ def test_train_eval_and_resume_match_an_uninterrupted_run(utd_subset, tmp_path):
             str(tmp_path / f"c{keep}.pt"), "--device", "cpu")
         bars.append(load_model(tmp_path / f"c{keep}.pt").config["open_set"]["score_threshold"])
     assert 0 < bars[0] <= bars[1] < 1, "keeping fewer of the right answers: a bar as high or higher"
+    workers = yaml.safe_load(cfg.read_text())
+    workers["data"]["num_workers"] = 2  # workers draw their augmentation from torch's seed
+    (tmp_path / "workers.yaml").write_text(yaml.safe_dump(workers))
+    again = []
+    for k in range(2):
+        run("-m", "stgcn.calibrate", "--weights", str(full / "final.pt"), "--config", str(tmp_path / "workers.yaml"),
+            "--out", str(tmp_path / f"again{k}.pt"), "--device", "cpu")
+        again.append(load_model(tmp_path / f"again{k}.pt").config["open_set"])
+    assert again[0] == again[1], "the same windows drawn again: the same thresholds"
 
     out = tmp_path / "eval.json"
     proc = run("-m", "stgcn.eval", "--weights", str(full / "last.pt"), "--json", str(out), "--device", "cpu",

@@ -114,6 +114,8 @@ def test_each_label_is_drawn_inside_the_image_above_its_person(clip: str, reques
         region = out[y0:y1, x0:x1].astype(int)
         fill = np.all(np.abs(region - d.color) <= 40, axis=2) & changed(out, image)[y0:y1, x0:x1]
         assert fill.sum() > 0.04 * fill.size, d  # the text's fill is there, in the person's colour
+        before = np.median(image[y0:y1, x0:x1].astype(int).sum(axis=2))
+        assert np.median(region.sum(axis=2)) <= 0.55 * before, d  # a darker backdrop behind the text
         inside[y0:y1, x0:x1] = True
     for a in drawn:
         for b in drawn:
