@@ -55,8 +55,9 @@ class ConvTemporalGraphical(nn.Module):
 
 PADDINGS = ("centred", "causal")
 PREDICTOR_BASES = ("last", "linear")  # what the decoder's offsets add to: the last frame, or a filter of the last steps
-# The filter's weights are this many times its parameters: steps are hundredths of a torso, and
-# at the backbone's learning rate the weights would need thousands of steps to reach ~1.
+# The filter's weights are this many times its parameters, so at the backbone's learning rate they
+# move 100 times faster: steps are hundredths of a torso, and plain weights were still near zero
+# after two epochs where they should reach about 1.
 FILTER_GAIN = 10.0
 
 
@@ -180,11 +181,11 @@ class NextFramePredictor(nn.Module):
         last = recent[:, :, -1]
         moves = last[:, :, None] - recent[:, :, :-1]  # (N, C, K-1, V, M): displacement since each frame
         r = torch.cat([last[:, :, None], moves], dim=2).permute(0, 4, 2, 1, 3).reshape(n * m, k * c, v)
-        out = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, H*(coords [+ 1]), V)
-        out = out.view(n, m, self.horizon, -1, v).permute(0, 3, 2, 4, 1).to(last.dtype)  # (N, coords [+1], H, V, M)
-        delta = out[:, : self.coords] * self.step.to(last.dtype)[:, None, None]
+        raw = self.net(torch.cat([feat, r.to(feat.dtype)], dim=1))  # (N*M, H*(coords [+ 1]), V)
+        raw = raw.view(n, m, self.horizon, -1, v).permute(0, 3, 2, 4, 1).to(last.dtype)  # (N, coords [+1], H, V, M)
+        delta = raw[:, : self.coords] * self.step.to(last.dtype)[:, None, None]
         if self.filter is not None:
-            delta = delta + 2 * torch.sigmoid(out[:, self.coords:]) * self.extrapolate(recent)
+            delta = delta + 2 * torch.sigmoid(raw[:, self.coords:]) * self.extrapolate(recent)
         here = present(last, self.coords)[:, None, None]  # (N, 1, 1, V, M)
         out = last[:, :, None].repeat(1, 1, self.horizon, 1, 1)
         moved = last[:, : self.coords, None] + delta
