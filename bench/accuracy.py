@@ -169,7 +169,7 @@ def collect(groups: dict[str, list[dict[str, Any]]], shipped: dict[str, Any] | N
 
 def two_sided_bounds() -> dict[str, float]:
     """Per data set, what an estimate of the next frame that also sees the frames after it reaches
-    over zero velocity (``bench.prediction_baselines``): no predictor of the past alone gets there."""
+    over zero velocity (``bench.prediction_baselines``): a ceiling for predictors of the past."""
     path = RESULTS / "prediction_baselines.json"
     if not path.is_file():
         return {}

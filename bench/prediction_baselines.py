@@ -12,12 +12,12 @@ it barely beats zero velocity, the motion between frames is neither smooth enoug
 nor jitter around a still pose: what a learned predictor can add there must come from the
 body's context, not from each joint's own past.
 
-The two-sided filter bounds what any predictor can reach: it estimates frame t+1 from the
-``history`` frames up to t *and* the ``history`` frames after t+1 (weights fitted on the training
-split for the mean Euclidean error, by iteratively reweighted least squares). Knowing the future
-as well, it still cannot foresee the noise of frame t+1 itself; a predictor that sees only the
-past has less to go on, so where this bound is below a target, no predictor reaches it on that
-set. Errors are MPJPE in the data's units (each joint's distance, averaged; the filter
+The two-sided filter estimates frame t+1 from the ``history`` frames up to t *and* the
+``history`` frames after t+1 (weights fitted on the training split for the mean Euclidean error,
+by iteratively reweighted least squares). Knowing the future as well, it still cannot foresee the
+noise of frame t+1 itself; a predictor that sees only the past has less to go on, so where this
+estimate falls short of a target, a predictor is not expected to reach it (it is linear: a bound
+in that sense, not a proof). Errors are MPJPE in the data's units (each joint's distance, averaged; the filter
 minimises the squared error, so its root mean square is given too), first person
 slot of each converted ``{train,val}_data.npy``; a set's coordinates are 2D where its
 ``meta.json`` names the OpenPose layout, else 3D.
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results("prediction_baselines", {
             "what": "next-frame MPJPE on each test split (data units) of zero velocity, constant velocity and the "
                     "least-squares linear filter of the last steps fitted on the training split; the two-sided "
-                    "filter (past and future frames, fitted for MPJPE) bounds what a predictor can reach",
+                    "filter (past and future frames, fitted for MPJPE) is a ceiling for predictors of the past",
             "config": {"history": args.history, "sets": [str(s) for s in args.sets]},
             "metrics": {**{f"linear_filter_improvement_{k}": round(v["improvement_vs_zero_velocity"]["linear_filter"], 4)
                            for k, v in rows.items()},
