@@ -26,7 +26,8 @@ log = logging.getLogger("stgcn.finetune")
 # model arguments a fine-tune sets itself (the class count comes from the data), and those it may
 # change (a new predictor head or base, causal padding), else the checkpoint's; the others are the checkpoint's architecture
 OWN = ("num_class", "dropout")
-TUNABLE = OWN + ("predictor_horizon", "predictor_history", "predictor_base", "temporal_padding")
+DECODER = ("predictor_horizon", "predictor_history", "predictor_base")  # only when the run trains the decoder
+TUNABLE = OWN + DECODER + ("temporal_padding",)
 
 
 def resolve(spec: str | Path) -> Path:
@@ -48,8 +49,9 @@ def adopt_architecture(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with the model section and normalisation of its ``train.init_from`` checkpoint.
 
     The network must be the checkpoint's for its weights to fit: streams, graph, channels and the
-    predictor come from the checkpoint (the config keeps ``dropout``; the class count comes from
-    the data), and so does the normalisation its backbone learned on. A config without
+    predictor come from the checkpoint (the config keeps ``dropout``, and a run that trains the
+    decoder its horizon, history and base; the class count comes from the data), and so does the
+    normalisation its backbone learned on. A config without
     ``init_from`` is returned unchanged.
     """
     spec = cfg.get("train", {}).get("init_from")
@@ -57,7 +59,9 @@ def adopt_architecture(cfg: dict[str, Any]) -> dict[str, Any]:
         return cfg
     source = _load(spec).config
     cfg = copy.deepcopy(cfg)
-    model = {k: v for k, v in cfg.get("model", {}).items() if k in TUNABLE}
+    # a run that does not train the decoder keeps the checkpoint's, whatever the base config says
+    kept = DECODER if cfg.get("train", {}).get("task", "classify") == "classify" else ()
+    model = {k: v for k, v in cfg.get("model", {}).items() if k in TUNABLE and k not in kept}
     cfg["model"] = {**{k: v for k, v in source["model"].items() if k not in OWN}, **model}
     data = cfg.setdefault("data", {})
     norm = source.get("normalisation") or {"name": "none"}

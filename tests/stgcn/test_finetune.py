@@ -66,16 +66,21 @@ def test_a_single_stream_checkpoint_keeps_its_head_only_for_the_same_classes(tmp
 
 
 def test_a_fine_tune_may_give_the_decoder_a_linear_base(tmp_path):
-    """How the shipped decoder was made: a `last`-base checkpoint, `predictor_base: linear` in the
-    config; the decoder's hidden layers are kept, its output layer (now with gates) and filter are new."""
+    """How the shipped decoder was made: a `last`-base checkpoint, `predictor_base: linear` in a
+    config that trains the decoder; its hidden layers are kept, its output layer (now with gates)
+    and filter are new. A run that only classifies keeps the checkpoint's decoder as it is."""
     torch.manual_seed(0)
     model_cfg = {"in_channels": 3, "num_class": 3, "graph_args": {"layout": "openpose", "strategy": "spatial"},
                  "predictor": True, "coords": 2, "predictor_horizon": 4, "predictor_history": 5}
     net = build_model(model_cfg)
     path = save_checkpoint(tmp_path / "last.pt", net, {"model": model_cfg, "class_names": ["a", "b", "c"],
                                                        "normalisation": {"name": "person_centric"}, "window": 64})
+    kept = adopt_architecture({"model": {"predictor_base": "linear", "predictor_horizon": 10},
+                               "class_names": ["a", "b", "c"], "train": {"init_from": str(path)}})
+    assert "predictor_base" not in kept["model"] and kept["model"]["predictor_horizon"] == 4, \
+        "a run that only classifies keeps the checkpoint's decoder, whatever its base config says"
     cfg = adopt_architecture({"model": {"predictor_base": "linear"}, "class_names": ["a", "b", "c"],
-                              "train": {"init_from": str(path)}})
+                              "train": {"init_from": str(path), "task": "predict"}})
     assert cfg["model"]["predictor_base"] == "linear" and cfg["model"]["predictor_horizon"] == 4
     model = build_model(serving_config(cfg, 3)["model"])
     summary = init_from_checkpoint(model, path, ["a", "b", "c"])
