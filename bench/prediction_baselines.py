@@ -17,10 +17,12 @@ The two-sided filter estimates frame t+1 from the ``history`` frames up to t *an
 by iteratively reweighted least squares). Knowing the future as well, it still cannot foresee the
 noise of frame t+1 itself; a predictor that sees only the past has less to go on, so where this
 estimate falls short of a target, a predictor is not expected to reach it (it is linear: a bound
-in that sense, not a proof). Errors are MPJPE in the data's units (each joint's distance, averaged; the filter
-minimises the squared error, so its root mean square is given too), first person
-slot of each converted ``{train,val}_data.npy``; a set's coordinates are 2D where its
-``meta.json`` names the OpenPose layout, else 3D.
+in that sense, not a proof).
+
+Errors are MPJPE in the data's units (each joint's distance, averaged; the filter minimises the
+squared error, so its root mean square is given too), first person slot of each converted
+``{train,val}_data.npy``; a set's coordinates are 2D where its ``meta.json`` names the OpenPose
+layout, else 3D.
 
 Prints a table and writes ``bench/results/prediction_baselines.json``.
 """
